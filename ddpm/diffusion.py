@@ -1,0 +1,249 @@
+"""The forward process q and the reverse process p of a DDPM (Ho et al. 2020, Sec. 2-3).
+
+Shapes: data x0, x_t, eps are [N, C, ...] (any number of trailing dims); timesteps t are integer
+tensors [N] of indices in {0, ..., T-1} (see :mod:`ddpm.schedule` for the convention). A model is
+any callable ``model(x_t, t) -> Tensor``; the process is handed the model, it never owns it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ddpm.schedule import NoiseSchedule, extract, parse_choice
+
+__all__ = [
+    "GaussianDiffusion",
+    "MeanType",
+    "MeanVar",
+    "Model",
+    "PMeanVar",
+    "VarType",
+    "parse_choice",
+]
+
+Model = Callable[[Tensor, Tensor], Tensor]
+
+
+class MeanType(enum.Enum):
+    """What the network's (first C) output channels predict."""
+
+    EPS = "eps"  # the noise eps, the paper's choice (Eq. 11)
+    X0 = "x0"  # the clean data x_0 directly
+    V = "v"  # v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022)
+
+
+class VarType(enum.Enum):
+    """How the reverse-process variance sigma_t^2 is chosen (paper Sec. 3.2)."""
+
+    FIXED_SMALL = "fixed_small"  # sigma_t^2 = beta_tilde_t, optimal for a point-mass x_0
+    FIXED_LARGE = "fixed_large"  # sigma_t^2 = beta_t, optimal for x_0 ~ N(0, I)
+    LEARNED_RANGE = "learned_range"  # log-interpolated between the two (Nichol & Dhariwal 2021)
+
+
+class MeanVar(NamedTuple):
+    """A diagonal Gaussian; each field [N, C, ...]."""
+
+    mean: Tensor
+    variance: Tensor
+    log_variance: Tensor
+
+
+class PMeanVar(NamedTuple):
+    """p(x_{t-1} | x_t) together with the model's estimates of x_0 and eps; each [N, C, ...]."""
+
+    mean: Tensor
+    variance: Tensor
+    log_variance: Tensor
+    pred_x0: Tensor
+    pred_eps: Tensor
+
+
+class GaussianDiffusion:
+    """The forward and reverse processes for one noise schedule and one parameterisation.
+
+    ``mean_type`` and ``var_type`` take enum members or names (``"eps"``, ``"fixed_large"``).
+    """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        mean_type: MeanType | str = MeanType.EPS,
+        var_type: VarType | str = VarType.FIXED_LARGE,
+    ) -> None:
+        self.schedule = schedule
+        self.mean_type = parse_choice(MeanType, mean_type)
+        self.var_type = parse_choice(VarType, var_type)
+        s = schedule
+        self._one_minus_alpha_bar = 1.0 - s.alpha_bar
+        self._log_one_minus_alpha_bar = np.log1p(-s.alpha_bar)
+        self._log_betas = np.log(s.betas)
+        # At the decoder step (index 0) both fixed choices use beta_tilde[1], as the paper's code
+        # does: beta_tilde[0] = 0 would leave the decoder no spread at all, and beta_tilde[1] gives
+        # a better decoder likelihood than betas[0]. It is the value that clips the log posterior
+        # variance (NoiseSchedule.log_beta_tilde_clipped).
+        first = np.exp(s.log_beta_tilde_clipped[0])
+        small = np.append(first, s.beta_tilde[1:])
+        large = np.append(first, s.betas[1:])
+        self._fixed_variance = {
+            VarType.FIXED_SMALL: (small, s.log_beta_tilde_clipped),
+            VarType.FIXED_LARGE: (large, np.log(large)),
+        }
+
+    @property
+    def T(self) -> int:
+        """Number of diffusion steps."""
+        return self.schedule.T
+
+    def model_out_channels(self, data_channels: int) -> int:
+        """Channels the model returns: C, or 2C when it also outputs a variance (learned range)."""
+        return 2 * data_channels if self.var_type is VarType.LEARNED_RANGE else data_channels
+
+    # ----- forward process q -----
+
+    def q_mean_variance(self, x0: Tensor, t: Tensor) -> MeanVar:
+        """q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (paper Eq. 4)."""
+        s = self.schedule
+        mean = extract(s.sqrt_alpha_bar, t, x0) * x0
+        variance = extract(self._one_minus_alpha_bar, t, x0).expand_as(x0)
+        log_variance = extract(self._log_one_minus_alpha_bar, t, x0).expand_as(x0)
+        return MeanVar(mean, variance, log_variance)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Draw x_t ~ q(x_t | x_0): sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (Eq. 4).
+
+        x0, noise: [N, C, ...]; t: [N]. ``noise`` defaults to a fresh standard normal draw.
+        """
+        if noise is None:
+            noise = torch.randn_like(x0)
+        _check_same_shape(x0=x0, noise=noise)
+        s = self.schedule
+        return (
+            extract(s.sqrt_alpha_bar, t, x0) * x0
+            + extract(s.sqrt_one_minus_alpha_bar, t, x0) * noise
+        )
+
+    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> MeanVar:
+        """q(x_{t-1} | x_t, x_0) = N(mu_tilde_t(x_t, x_0), beta_tilde_t I) (paper Eqs. 6-7).
+
+        The log variance is the clipped one: at index 0, where beta_tilde is 0, it holds
+        log beta_tilde[1].
+        """
+        _check_same_shape(x0=x0, x_t=x_t)
+        s = self.schedule
+        mean = (
+            extract(s.posterior_mean_coef_x0, t, x_t) * x0
+            + extract(s.posterior_mean_coef_xt, t, x_t) * x_t
+        )
+        variance = extract(s.beta_tilde, t, x_t).expand_as(x_t)
+        log_variance = extract(s.log_beta_tilde_clipped, t, x_t).expand_as(x_t)
+        return MeanVar(mean, variance, log_variance)
+
+    # ----- reverse process p -----
+
+    def p_mean_variance(
+        self, model: Model, x_t: Tensor, t: Tensor, clip_denoised: bool = True
+    ) -> PMeanVar:
+        """p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (paper Eq. 1 and Sec. 3.2).
+
+        The mean is the posterior mean at the model's estimate of x_0 (for EPS this is Eq. 11).
+        ``clip_denoised`` clamps that estimate to the data range [-1, 1]; ``pred_eps`` is the noise
+        consistent with the (possibly clamped) estimate.
+        """
+        out = model(x_t, t)
+        C = x_t.shape[1]
+        expected = (x_t.shape[0], self.model_out_channels(C), *x_t.shape[2:])
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"model output has shape {tuple(out.shape)}; expected {expected} for x_t of shape "
+                f"{tuple(x_t.shape)} with mean type {self.mean_type.value} and variance type "
+                f"{self.var_type.value}"
+            )
+        if self.var_type is VarType.LEARNED_RANGE:
+            out, v = out.split(C, dim=1)
+            # v in [-1, 1] interpolates log sigma^2 from log beta_tilde to log beta (N&D Eq. 15).
+            frac = (v + 1) / 2
+            log_variance = frac * extract(self._log_betas, t, x_t) + (1 - frac) * extract(
+                self.schedule.log_beta_tilde_clipped, t, x_t
+            )
+            variance = torch.exp(log_variance)
+        else:
+            variance_table, log_variance_table = self._fixed_variance[self.var_type]
+            variance = extract(variance_table, t, x_t).expand_as(x_t)
+            log_variance = extract(log_variance_table, t, x_t).expand_as(x_t)
+
+        if self.mean_type is MeanType.EPS:
+            pred_x0 = self.x0_from_eps(x_t, t, out)
+        elif self.mean_type is MeanType.X0:
+            pred_x0 = out
+        else:
+            pred_x0 = self.x0_from_v(x_t, t, out)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1, 1)
+        if self.mean_type is MeanType.EPS and not clip_denoised:
+            pred_eps = out
+        else:
+            pred_eps = self.eps_from_x0(x_t, t, pred_x0)
+        mean = self.q_posterior(pred_x0, x_t, t).mean
+        return PMeanVar(mean, variance, log_variance, pred_x0, pred_eps)
+
+    # ----- conversions among x0, eps, v and the score (all from x_t = sqrt(ab) x0 + sqrt(1-ab) eps)
+
+    def x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t) (inverting Eq. 4)."""
+        s = self.schedule
+        return (
+            extract(s.sqrt_recip_alpha_bar, t, x_t) * x_t
+            - extract(s.sqrt_recipm1_alpha_bar, t, x_t) * eps
+        )
+
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
+        s = self.schedule
+        return (extract(s.sqrt_recip_alpha_bar, t, x_t) * x_t - x0) / extract(
+            s.sqrt_recipm1_alpha_bar, t, x_t
+        )
+
+    def v_from_x0_eps(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022)."""
+        s = self.schedule
+        return (
+            extract(s.sqrt_alpha_bar, t, x0) * eps - extract(s.sqrt_one_minus_alpha_bar, t, x0) * x0
+        )
+
+    def x0_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v."""
+        s = self.schedule
+        return (
+            extract(s.sqrt_alpha_bar, t, x_t) * x_t
+            - extract(s.sqrt_one_minus_alpha_bar, t, x_t) * v
+        )
+
+    def eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v."""
+        s = self.schedule
+        return (
+            extract(s.sqrt_one_minus_alpha_bar, t, x_t) * x_t
+            + extract(s.sqrt_alpha_bar, t, x_t) * v
+        )
+
+    def score_from_eps(self, eps: Tensor, t: Tensor) -> Tensor:
+        """The score grad_x log q(x_t | x_0) = -eps / sqrt(1 - alpha_bar_t) (paper Sec. 3.2).
+
+        With the model's eps this estimates the score of the marginal q(x_t).
+        """
+        return -eps / extract(self.schedule.sqrt_one_minus_alpha_bar, t, eps)
+
+
+def _check_same_shape(**tensors: Tensor) -> None:
+    (name_a, a), (name_b, b) = tensors.items()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
+            "they must match"
+        )
