@@ -1,0 +1,85 @@
+"""The pure helpers of the book's Sphinx extensions (book/_ext), without building a book."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
+
+import checks_report  # noqa: E402
+import jekyll  # noqa: E402
+import package_cache  # noqa: E402
+
+
+def test_has_h1_ignores_comments_in_code_cells():
+    body = "Text.\n\n```{code-cell} ipython3\n# a comment\nx = 1\n```\n\n## A section\n"
+    assert not jekyll.has_h1(body)
+    assert jekyll.has_h1(body + "\n# A title\n")
+    assert jekyll.has_h1("A title\n=======\n")
+    assert not jekyll.has_h1("~~~~\n# inside a tilde fence\n~~~~\n#hashtag is not a heading\n")
+
+
+def test_read_post_from_front_matter_and_from_a_post_file_name():
+    text = "---\nlayout: post\ntitle: Forward\ndate: 2026-11-28\ntags: [a, b]\n---\nBody\n"
+    post, start = jekyll.read_post("book/02-forward", text)
+    assert post == jekyll.Post("Forward", dt.date(2026, 11, 28), ("a", "b"))
+    assert text[start:] == "Body\n"
+    post, start = jekyll.read_post("posts/2026-11-28-the-reverse-process", "Body\n")
+    assert post == jekyll.Post("The Reverse Process", "2026-11-28", ()) and start == 0
+    assert jekyll.read_post("intro", "# Intro\n") is None
+
+
+def test_quote_dates_keeps_lines_and_makes_dates_strings():
+    front = "---\nlayout: post\ndate: 2026-11-28\nupdated: 2026-11-29 10:00:00\ntitle: 2026\n---\n"
+    quoted = jekyll.quote_dates(front)
+    assert quoted.count("\n") == front.count("\n")
+    data = yaml.safe_load(quoted.strip("-\n"))
+    assert data == {
+        "layout": "post",
+        "date": "2026-11-28",
+        "updated": "2026-11-29 10:00:00",
+        "title": 2026,
+    }
+
+
+def test_package_hash_follows_the_files_and_skips_caches(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "a.py").write_text("A = 1\n")
+    first = package_cache.package_hash(tmp_path, ["pkg"])
+    (package / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert package_cache.package_hash(tmp_path, ["pkg"]) == first
+    (package / "a.py").write_text("A = 2\n")
+    assert package_cache.package_hash(tmp_path, ["pkg"]) != first
+    (package / "a.py").write_text("A = 1\n")
+    (package / "data.json").write_text("{}")
+    assert package_cache.package_hash(tmp_path, ["pkg"]) != first
+
+
+def test_check_records_merge_across_parallel_readers_and_purge_per_page():
+    main = SimpleNamespace(ddpm_checks={"a": ["check a"]}, ddpm_check_reports={"report"})
+    worker = SimpleNamespace(ddpm_checks={"b": ["new"], "a": ["stale"]}, ddpm_check_reports=set())
+    checks_report.merge_info(None, main, {"b"}, worker)
+    assert main.ddpm_checks == {"a": ["check a"], "b": ["new"]}
+    checks_report.purge_doc(None, main, "a")
+    checks_report.purge_doc(None, main, "report")
+    assert main.ddpm_checks == {"b": ["new"]} and main.ddpm_check_reports == set()
+
+
+def test_a_check_must_name_an_equation_of_its_own_page(caplog):
+    math = SimpleNamespace(
+        data={"objects": {"eq-a": ("p", 1), "2.1": ("p", 2)}, "tags": {"2.1": ("p", "(2.1)")}}
+    )
+    checks = {"p": [{"label": "eq-a"}, {"label": "2.1"}, {"label": "9.9"}], "q": [{"label": "2.1"}]}
+    env = SimpleNamespace(ddpm_checks=checks, get_domain=lambda name: math)
+    assert checks_report.equation_label(env, "p", "2.1") == "2.1"
+    assert checks_report.equation_label(env, "q", "2.1") is None
+    checks_report.check_labels(None, env)
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 2
+    assert "equation (9.9)" in warned[0] and "equation (2.1)" in warned[1]

@@ -1,0 +1,339 @@
+"""The book's machinery (book/_ext/*, ddpm.checks) on the fixture book in tests/fixture_book.
+
+Book builds are slow, so the fixture book is built once for the module (into a temporary folder)
+and every HTML test reads that build. Three small books made on the fly cover what needs a build
+of its own: a check that fails, and a package change that must re-execute a cached page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import headless
+import nbformat
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.book
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixture_book"
+EXTENSIONS = REPO / "book" / "_ext"
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def build(book: Path, output: Path) -> tuple[int, str]:
+    """``make book``'s command on ``book``, output under ``output``; (exit code, log)."""
+    command = [JUPYTER_BOOK, "build", book, "--path-output", output, "-W", "-n", "--keep-going"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return result.returncode, ANSI.sub("", result.stdout + result.stderr)
+
+
+def small_book(root: Path, pages: dict[str, str], watch: list[str]) -> Path:
+    """A book in ``root`` with the fixture's settings, ``pages`` (name -> text) in that order."""
+    config = yaml.safe_load((FIXTURE / "_config.yml").read_text())
+    config["sphinx"]["local_extensions"] = dict.fromkeys(
+        config["sphinx"]["local_extensions"], str(EXTENSIONS)
+    )
+    config["sphinx"]["config"]["package_cache_paths"] = watch
+    config["html"]["favicon"] = str(REPO / "book" / "favicon.svg")
+    names = list(pages)
+    toc = {"format": "jb-book", "root": names[0]}
+    if names[1:]:
+        toc["chapters"] = [{"file": name} for name in names[1:]]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "_config.yml").write_text(yaml.safe_dump(config))
+    (root / "_toc.yml").write_text(yaml.safe_dump(toc))
+    for name, text in pages.items():
+        (root / f"{name}.md").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fixture_build(tmp_path_factory) -> tuple[Path, str]:
+    output = tmp_path_factory.mktemp("fixture-book")
+    code, log = build(FIXTURE, output)
+    assert code == 0, log[-6000:]
+    return output / "_build" / "html", log
+
+
+@pytest.fixture(scope="module")
+def site(fixture_build) -> Path:
+    return fixture_build[0]
+
+
+def soup(site: Path, page: str) -> BeautifulSoup:
+    return BeautifulSoup((site / f"{page}.html").read_text(encoding="utf8"), "html.parser")
+
+
+def article(site: Path, page: str):
+    return soup(site, page).find("article")
+
+
+def text(node) -> str:
+    return " ".join(node.get_text(" ").split())
+
+
+# --- Jekyll-style pages ---------------------------------------------------------------------------
+
+
+def test_build_has_no_warnings(fixture_build):
+    _site, log = fixture_build
+    assert "WARNING:" not in log and "build succeeded" in log  # Sphinx's, not the kernel's
+
+
+def test_front_matter_title_becomes_the_h1_with_date_and_tags_under_it(site):
+    page = article(site, "kramdown")
+    assert [text(h) for h in page.find_all("h1")] == ["Written like a Jekyll post #"]
+    assert soup(site, "kramdown").title.get_text().startswith("Written like a Jekyll post")
+    meta = page.find("h1").find_next_sibling()
+    assert "post-meta" in meta["class"]
+    assert text(meta) == "Nov 28, 2026 · kramdown · math"
+    assert [text(h) for h in page.find_all("h2")][:1] == ["Math, the kramdown way #"]
+
+
+def test_post_file_name_gives_title_and_date(site):
+    page = article(site, "2026-11-28-named-by-its-date")
+    assert [text(h) for h in page.find_all("h1")] == ["Named By Its Date #"]
+    assert text(page.find(class_="post-date")) == "Nov 28, 2026"
+
+
+def test_an_h1_in_the_page_wins_over_the_front_matter_title(site):
+    page = article(site, "intro")
+    assert [text(h) for h in page.find_all("h1")] == ["Fixture book #"]
+    assert "front matter title" not in text(page)
+
+
+# --- kramdown math --------------------------------------------------------------------------------
+
+
+def test_double_dollars_inside_a_paragraph_are_inline_math(site):
+    inline = [span.get_text() for span in article(site, "kramdown").select("p span.math")]
+    assert r"\(a^2 + b^2 = c^2\)" in inline
+    assert r"\(\$5 + \$3 = \$8\)" in inline  # \$ inside math stays a dollar sign for MathJax
+
+
+def test_double_dollars_as_a_paragraph_are_display_math(site):
+    blocks = article(site, "kramdown").select("div.math")
+    assert len(blocks) == 4
+    assert r"\int_0^1 x \, dx" in blocks[3].get_text()
+    assert blocks[3].find(class_="eqno") is None  # untagged, unlabelled: no number
+
+
+def test_tag_numbers_an_equation_once(site):
+    page = article(site, "kramdown")
+    for anchor, tag in [("equation-1", "1"), ("equation-eq-named", "2")]:
+        block = page.find(id=anchor)
+        assert block.find(class_="eqno") is None  # no second number from Sphinx
+        assert block.get_text().count(r"\tag") == 1 and rf"\tag{{{tag}}}" in block.get_text()
+    # the tag sits outside the multi-line environment, where MathJax accepts it
+    assert re.search(r"\\end\{aligned\}\s*\\tag\{2\}", page.find(id="equation-eq-named").get_text())
+    # an align environment keeps a tag on each line, and each tag is an anchor
+    align = page.find(id="equation-4a")
+    assert align.name == "div" and align.find(class_="eqno") is None
+    assert page.find(id="equation-4b") is not None
+    assert align.get_text().strip().startswith(r"\begin{align}")
+
+
+def test_references_to_tagged_equations_read_as_their_tags(site):
+    links = {a["href"]: text(a) for a in article(site, "kramdown").select("a.reference.internal")}
+    assert links["#equation-1"] == "(1)" and links["#equation-eq-named"] == "(2)"
+    assert links["#equation-4b"] == "(4b)"
+    links = {a["href"]: text(a) for a in article(site, "intro").select("a.reference.internal")}
+    assert links["kramdown.html#equation-1"] == "(1)"
+    assert links["kramdown.html#equation-eq-named"] == "(2)"
+
+
+def test_reference_style_links(site):
+    links = {text(a): a["href"] for a in article(site, "kramdown").find_all("a", href=True)}
+    assert links["reference-style links"] == "https://arxiv.org/abs/2006.11239"
+    assert links["end"] == "#sec-figure"
+
+
+def test_plain_myst_keeps_labels_references_and_directives(site):
+    page = article(site, "intro")
+    assert text(page.find(id="equation-eq-euler").find(class_="eqno")).startswith("(1)")
+    links = {a["href"]: text(a) for a in page.select("a.reference.internal")}
+    assert links["#equation-eq-euler"] == "(1)" and links["#sec-myst"] == "Plain MyST"
+    assert page.select_one("div.admonition.note") is not None
+    assert "A colon fence" in text(page.select_one("div.admonition-a-colon-fence"))
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def test_a_check_shows_its_status_under_its_equation(site):
+    page = article(site, "checks")
+    for anchor, label in [("equation-3", "3"), ("equation-eq-gauss", "eq-gauss")]:
+        badge = page.find(id=anchor).find_next(class_="ddpm-check")
+        assert badge["data-label"] == label and "ddpm-check-passed" in badge["class"]
+
+
+def test_verification_report_lists_every_check(site):
+    page = article(site, "verification")
+    rows = [[text(cell) for cell in row.find_all("td")] for row in page.select("tbody tr")]
+    assert [row[:3] + row[4:] for row in rows] == [
+        ["Checks", "(3)", "Pythagoras' identity", "✓ passed"],
+        ["Checks", "(2)", "partial sums of 1..n", "✓ passed"],
+    ]
+    assert rows[0][3] == "SymPy identity: simplify(lhs - rhs) = 0"
+    hrefs = [a["href"] for a in page.select("tbody a")]
+    assert hrefs == [
+        "checks.html",
+        "checks.html#equation-3",
+        "checks.html",
+        "checks.html#equation-eq-gauss",
+    ]
+    assert "2 checks on 1 page in this build: 2 passed, 0 failed." in text(page)
+
+
+def test_a_failing_check_fails_the_build_naming_page_and_equation(tmp_path):
+    page = (FIXTURE / "checks.md").read_text()
+    assert "\nrhs = 1\n" in page
+    book = small_book(
+        tmp_path / "book",
+        {"checks": page.replace("\nrhs = 1\n", "\nrhs = 2\n")},
+        [str(REPO / "ddpm")],
+    )
+    code, log = build(book, tmp_path / "out")
+    assert code != 0
+    assert f"{book / 'checks.md'}: WARNING: Executing notebook failed" in log
+    assert "CheckFailed: check of equation (3) failed: Pythagoras' identity" in log
+    assert "simplify(lhs - rhs) = -1" in log
+
+
+# --- the build: cached execution, invalidated by package changes ----------------------------------
+
+PROBE_PAGE = """\
+---
+jupytext:
+  text_representation: {extension: .md, format_name: myst}
+kernelspec: {name: python3, display_name: Python 3, language: python}
+---
+
+# Cache probe
+
+$$
+1 + 1 = 2 \\tag{1}
+$$
+
+```{code-cell} ipython3
+import probe
+from ddpm.checks import check_close
+
+print(f"probe says {probe.MESSAGE}")
+check_close("1", 1 + 1, 2, "one and one make two")
+```
+"""
+
+
+def test_a_package_change_re_executes_cached_pages(tmp_path):
+    report = "# Report\n\n```{verification-report}\n```\n"
+    book = small_book(tmp_path / "book", {"probe": PROBE_PAGE, "report": report}, ["probe"])
+    (book / "probe").mkdir()
+    (book / "probe" / "__init__.py").write_text('MESSAGE = "first"\n')
+    html = tmp_path / "out" / "_build" / "html"
+
+    code, log = build(book, tmp_path / "out")
+    assert code == 0, log[-4000:]
+    assert "Executing notebook" in log and "probe says first" in (html / "probe.html").read_text()
+
+    code, log = build(book, tmp_path / "out")  # nothing changed: outputs come from the cache
+    assert code == 0, log[-4000:]
+    assert "Executing notebook" not in log
+    assert "one and one make two" in (html / "report.html").read_text()
+
+    (book / "probe" / "__init__.py").write_text('MESSAGE = "second"\n')
+    code, log = build(book, tmp_path / "out")  # the page did not change, the package did
+    assert code == 0, log[-4000:]
+    assert "Executing notebook" in log and "probe says second" in (html / "probe.html").read_text()
+
+
+def test_the_book_watches_the_package_and_mirrors_the_fixture_settings():
+    book = yaml.safe_load((REPO / "_config.yml").read_text())
+    fixture = yaml.safe_load((FIXTURE / "_config.yml").read_text())
+    assert book["sphinx"]["config"].pop("package_cache_paths") == ["ddpm"]
+    fixture["sphinx"]["config"].pop("package_cache_paths")
+    assert book["sphinx"]["config"] == fixture["sphinx"]["config"]
+    assert book["execute"] | {"timeout": 0} == fixture["execute"] | {"timeout": 0}
+    assert book["parse"] == fixture["parse"]
+    assert list(book["sphinx"]["local_extensions"]) == list(fixture["sphinx"]["local_extensions"])
+    assert book["sphinx"]["extra_extensions"] == fixture["sphinx"]["extra_extensions"]
+
+
+# --- an offline site ------------------------------------------------------------------------------
+
+FETCHED = {"script": "src", "img": "src", "iframe": "src", "source": "src", "embed": "src"}
+NAVIGATION_LINKS = {"next", "prev", "index", "search", "canonical"}
+
+
+def test_no_page_fetches_anything_from_the_internet(site):
+    for path in site.rglob("*.html"):
+        page = BeautifulSoup(path.read_text(encoding="utf8"), "html.parser")
+        urls = [
+            tag[attribute]
+            for name, attribute in FETCHED.items()
+            for tag in page(name, attrs={attribute: True})
+        ]
+        urls += [tag["data"] for tag in page("object", data=True)]
+        urls += [
+            link["href"]
+            for link in page("link", href=True)
+            if not NAVIGATION_LINKS & set(link.get("rel", []))
+        ]
+        external = [url for url in urls if url and re.match(r"^(https?:)?//", url)]
+        assert external == [], path
+    for path in site.joinpath("_static").rglob("*.css"):
+        assert not re.search(r"url\(\s*['\"]?(https?:)?//", path.read_text(errors="replace")), path
+
+
+def test_mathjax_is_served_by_the_site(site):
+    scripts = [s.get("src", "") for s in soup(site, "kramdown")("script")]
+    assert "_static/mathjax/tex-chtml.js" in scripts
+    assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert (site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+
+
+def test_executable_pages_download_as_notebooks_that_run(site, tmp_path):
+    for page in ("kramdown", "checks"):
+        links = [a["href"] for a in soup(site, page).find_all("a", href=True)]
+        assert f"_sources/{page}.ipynb" in links
+    plain = [a["href"] for a in soup(site, "intro").find_all("a", href=True)]
+    assert not any(href.endswith(".ipynb") for href in plain)
+    notebook = nbformat.read(site / "_sources" / "checks.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    badges = [
+        output["metadata"]["ddpm_check"]["label"]
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "ddpm_check" in output.get("metadata", {})
+    ]
+    assert badges == ["3", "eq-gauss"]
+
+
+@pytest.mark.browser
+def test_pages_render_in_a_headless_browser(site):
+    chromium = headless.find_chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing: CI must install Debian's chromium package")
+        pytest.skip("chromium not found: install Debian's chromium to run the browser test")
+    screenshots = REPO / "_build" / "screenshots" / "fixture_book"
+    reports = headless.check_site(site, screenshots, chromium)
+    assert {Path(r.url).name for r in reports} >= {"intro.html", "kramdown.html", "checks.html"}
+    for report in reports:
+        assert headless.problems(report) == [], report.url
+    by_page = {Path(r.url).name: r for r in reports}
+    assert by_page["kramdown.html"].math == 6 and by_page["kramdown.html"].images == 1
+    assert (screenshots / "kramdown.png").stat().st_size > 0
