@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ddpm.diffusion import GaussianDiffusion, Model
 from ddpm.losses import mean_flat, normal_kl, vlb_term_bpd
