@@ -1,0 +1,272 @@
+"""Checkpoints that survive a kill at any moment and load without unpickling anything.
+
+A run directory holds one checkpoint at a time::
+
+    run_dir/
+        manifest.json            # written last: which step directory is current, with checksums
+        step-000500/
+            config.json          # the full training configuration
+            model.safetensors    # the trained weights
+            ema.safetensors      # the exponential moving average of the weights (used to sample)
+            optimizer.pt         # Adam's moments, a tensors-only state dict read with weights_only
+            rng.safetensors      # random number generator states, as uint8 / int64 tensors
+        log.jsonl                # the loss log (written by ddpm.train, not here)
+
+Every file is written to a temporary name in its own directory, flushed to disk and renamed over
+the target (`os.replace` is atomic on POSIX and Windows). A save writes a fresh step directory and
+only then replaces the manifest, so until the new manifest lands the old manifest still names the
+old, complete step directory; older step directories are removed after it lands. The manifest
+records each file's size and SHA-256, so a truncated or corrupted file is caught on loading and
+reported as a `CheckpointError` that names the file, never as a traceback from inside torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+FORMAT = "ddpm-checkpoint/1"
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+MODEL = "model.safetensors"
+EMA = "ema.safetensors"
+OPTIMIZER = "optimizer.pt"
+RNG = "rng.safetensors"
+FILES = (CONFIG, MODEL, EMA, OPTIMIZER, RNG)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, corrupted or made for another configuration."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint: the manifest was readable and every file matched its checksum."""
+
+    run_dir: Path
+    step: int  # optimizer updates completed
+    config: dict[str, Any]  # the training configuration as saved (JSON values)
+    state: dict[str, Any]  # small JSON training state (loss accumulator, data shape, ...)
+    path: Path  # the step directory holding the files
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees either the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; directories cannot be opened this way on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous CPU tensors that share no storage with each other.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    state: dict[str, Any],
+) -> Path:
+    """Save a complete checkpoint for `step` into `run_dir` and make it the current one.
+
+    Returns the step directory. The previous checkpoint stays valid until the manifest naming the
+    new one has been written, and is removed afterwards.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:06d}"
+    step_dir = run_dir / name
+    current = _current_dir_name(run_dir)
+    if current == name:
+        raise CheckpointError(f"{run_dir / MANIFEST}: step {step} is already saved")
+    if step_dir.exists():  # left over by a save that was killed before its manifest landed
+        shutil.rmtree(step_dir)
+    step_dir.mkdir()
+
+    optimizer_buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), optimizer_buffer)
+    payloads = {
+        CONFIG: _json_bytes(config),
+        MODEL: save_safetensors_bytes(_tensors(model.state_dict())),
+        EMA: save_safetensors_bytes(_tensors(ema.state_dict())),
+        OPTIMIZER: optimizer_buffer.getvalue(),
+        RNG: save_safetensors_bytes(_tensors(rng)),
+    }
+    for filename, data in payloads.items():
+        atomic_write(step_dir / filename, data)
+    _fsync_dir(step_dir)
+
+    manifest = {
+        "format": FORMAT,
+        "step": step,
+        "dir": name,
+        "files": {
+            filename: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for filename, data in payloads.items()
+        },
+        "state": state,
+    }
+    atomic_write(run_dir / MANIFEST, _json_bytes(manifest))
+
+    for old in run_dir.glob("step-*"):
+        if old.is_dir() and old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return step_dir
+
+
+def _current_dir_name(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / MANIFEST).read_text()).get("dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / MANIFEST).is_file()
+
+
+def read_checkpoint(run_dir: str | Path) -> Checkpoint:
+    """Read `run_dir`'s manifest and verify every file it names (size and SHA-256)."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / MANIFEST
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such checkpoint directory")
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"{run_dir}: not a checkpoint directory ({MANIFEST} is missing; "
+            "a run writes it with its first checkpoint)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{manifest_path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}"
+            )
+        step, name, files = int(manifest["step"]), str(manifest["dir"]), dict(manifest["files"])
+        state = dict(manifest["state"])
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({err!r})") from err
+
+    step_dir = run_dir / name
+    for filename in FILES:
+        _verify(step_dir / filename, files.get(filename))
+    config_path = step_dir / CONFIG
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{config_path}: unreadable configuration ({err})") from err
+    return Checkpoint(run_dir=run_dir, step=step, config=config, state=state, path=step_dir)
+
+
+def _verify(path: Path, expected: dict[str, Any] | None) -> None:
+    if expected is None:
+        raise CheckpointError(f"{path}: not listed in the manifest")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: missing or unreadable ({err.strerror})") from err
+    if len(data) != expected["bytes"]:
+        raise CheckpointError(
+            f"{path}: truncated or overwritten ({len(data)} bytes, the manifest says "
+            f"{expected['bytes']})"
+        )
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise CheckpointError(f"{path}: corrupted (its SHA-256 does not match the manifest)")
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, reporting damage as a CheckpointError."""
+    try:
+        return load_safetensors_bytes(Path(path).read_bytes())
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def load_weights(checkpoint: Checkpoint, module: torch.nn.Module, which: str = "ema") -> None:
+    """Load the EMA (`which="ema"`) or trained (`"model"`) weights into `module`.
+
+    Names and shapes are compared first, so a model built with another architecture gets a message
+    naming the first disagreement instead of torch's wall of missing and unexpected keys.
+    """
+    if which not in ("ema", "model"):
+        raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
+    path = checkpoint.file(EMA if which == "ema" else MODEL)
+    saved = load_tensors(path)
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: made for another architecture ({len(missing)} tensors missing, e.g. "
+            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})"
+        )
+    for key, value in expected.items():
+        if saved[key].shape != value.shape:
+            raise CheckpointError(
+                f"{path}: made for another architecture ({key} has shape "
+                f"{tuple(saved[key].shape)} in the file, {tuple(value.shape)} in the model)"
+            )
+    module.load_state_dict(saved)
+
+
+def load_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    """Restore the optimizer's state, read with `weights_only=True` (tensors and plain data)."""
+    path = checkpoint.file(OPTIMIZER)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state)
+    except Exception as err:  # torch raises many kinds here; all mean the same to the user
+        raise CheckpointError(f"{path}: cannot restore the optimizer ({err})") from err
+
+
+def load_rng(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    return load_tensors(checkpoint.file(RNG))

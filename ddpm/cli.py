@@ -1,0 +1,523 @@
+"""The command line: `python -m ddpm {train,sample,bpd,info}`, installed as `ddpm`.
+
+    ddpm train                       # the digits model in runs/digits, a few CPU minutes
+    ddpm sample                      # 64 samples from runs/digits: samples.png and samples.npy
+    ddpm sample --sampler ddim --steps 50 --eta 0
+    ddpm bpd --split test            # the variational bound in bits/dim, every term to a file
+    ddpm info runs/digits            # a checkpoint's step and configuration
+    torchrun --nproc_per_node 4 -m ddpm train --data cifar10.npz --preset cifar10
+
+Strings become enums in one place, `ddpm.schedule.parse_choice`, whose message lists the valid
+names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpm import checkpoint as ckpt
+from ddpm.data import load_dataset
+from ddpm.diffusion import MeanType, VarType
+from ddpm.likelihood import calc_bpd_loop
+from ddpm.losses import LossType
+from ddpm.samplers import SamplerKind, sample
+from ddpm.schedule import ScheduleKind, parse_choice
+from ddpm.train import (
+    MODEL_PRESETS,
+    RECIPES,
+    NonFiniteLossError,
+    TrainConfig,
+    load_trained,
+    pick_device,
+    train,
+)
+
+DEFAULT_RUN = TrainConfig().out_dir  # where `ddpm train` with no options writes
+IMAGE_PIXELS = 64  # sample grids upscale each image (nearest neighbour) to about this size
+GRID_PAD = 6  # grey pixels between the images of a grid: digits fill their whole frame
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an unknown option is answered with the valid ones (and a close match)."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._subparser(getattr(parsed, "command", None))
+            parser.error(_unknown_message(parser, extras))
+        return parsed
+
+    def _subparser(self, command: str | None) -> argparse.ArgumentParser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                return action.choices[command]
+        return self
+
+
+def _unknown_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    options = sorted(s for a in parser._actions for s in a.option_strings if s.startswith("--"))
+    unknown = [e for e in extras if e.startswith("-")] or extras
+    hints = []
+    for word in unknown:
+        close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+        hints.append(f"{word} (did you mean {close[0]}?)" if close else word)
+    return f"unrecognized arguments: {' '.join(hints)}\nvalid options: {', '.join(options)}"
+
+
+def choice(enum_cls: type[Enum]):
+    """An argparse type for `enum_cls`; a bad value gets parse_choice's list of the valid names."""
+
+    def convert(value: str) -> Enum:
+        try:
+            return parse_choice(enum_cls, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    convert.__name__ = enum_cls.__name__
+    return convert
+
+
+def _metavar(enum_cls: type[Enum]) -> str:
+    return "{" + ",".join(str(m.value) for m in enum_cls) + "}"
+
+
+def _defaults() -> dict[str, object]:
+    return {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _recipes(name: str) -> str:
+    return ", ".join(f"{preset} {getattr(recipe, name)}" for preset, recipe in RECIPES.items())
+
+
+def _add_train(sub) -> None:
+    d = _defaults()
+    p = sub.add_parser(
+        "train",
+        # Options left out are absent from the namespace: only the ones given reach TrainConfig,
+        # so that --resume can tell them from the checkpoint's settings.
+        argument_default=argparse.SUPPRESS,
+        help="train a model (defaults: the digits preset on the embedded digits data)",
+        description="Train a DDPM with the paper's recipe (Adam, warm-up, clipping, EMA). Options "
+        "left out take TrainConfig's defaults; with --resume, the checkpoint's settings.",
+    )
+    _add_what_to_train(p.add_argument_group("what to train").add_argument, d)
+    _add_optimisation(p.add_argument_group("optimisation").add_argument, d)
+    _add_running(p.add_argument_group("running").add_argument, d)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the checkpoint in the output directory",
+    )
+    p.add_argument("--no-progress", action="store_true", default=False, help="no progress bar")
+
+
+def _add_what_to_train(add, d: dict) -> None:
+    add(
+        "--data",
+        help=f"dataset: 'digits', 'toy:<name>' (swiss_roll, two_moons, eight_gaussians, "
+        f"checkerboard), an image folder or a .npy/.npz file (default: {d['data']})",
+    )
+    add(
+        "--preset",
+        choices=MODEL_PRESETS,
+        help="network: the U-Net presets, or 'mlp' for 2-D "
+        f"toy data (which always use it) (default: {d['preset']})",
+    )
+    add(
+        "--schedule",
+        type=choice(ScheduleKind),
+        metavar=_metavar(ScheduleKind),
+        help=f"noise schedule (default: {d['schedule'].value})",
+    )
+    add(
+        "--timesteps",
+        dest="T",
+        type=int,
+        metavar="T",
+        help=f"number of diffusion steps T (default: {d['T']})",
+    )
+    add(
+        "--mean-type",
+        type=choice(MeanType),
+        metavar=_metavar(MeanType),
+        help=f"what the network predicts (default: {d['mean_type'].value})",
+    )
+    add(
+        "--var-type",
+        type=choice(VarType),
+        metavar=_metavar(VarType),
+        help=f"reverse-process variance (default: {d['var_type'].value})",
+    )
+    add(
+        "--loss-type",
+        type=choice(LossType),
+        metavar=_metavar(LossType),
+        help=f"training loss (default: {d['loss_type'].value})",
+    )
+
+
+def _add_optimisation(add, d: dict) -> None:
+    add(
+        "--steps",
+        type=int,
+        help=f"optimizer updates (default: the preset's recipe: {_recipes('steps')})",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        help="global batch size, over all processes (default: the preset's recipe: "
+        f"{_recipes('batch_size')})",
+    )
+    add("--lr", type=float, help=f"Adam learning rate (default: {d['lr']})")
+    add(
+        "--warmup-steps",
+        type=int,
+        help="steps of linear learning-rate warm-up (default: the preset's recipe: "
+        f"{_recipes('warmup_steps')})",
+    )
+    add("--grad-clip", type=float, help=f"gradient-norm clipping (default: {d['grad_clip']})")
+    add(
+        "--ema-decay",
+        type=float,
+        help=f"EMA decay of the weights, warmed up as "
+        f"min(decay, (1+step)/(10+step)) (default: {d['ema_decay']})",
+    )
+    add(
+        "--dropout",
+        type=float,
+        help="dropout in the residual blocks (default: the preset's, 0.1 for cifar10)",
+    )
+    add(
+        "--hflip",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flips (default: on for image folders and arrays, off for digits)",
+    )
+    add("--seed", type=int, help=f"seed of every random draw (default: {d['seed']})")
+
+
+def _add_running(add, d: dict) -> None:
+    add(
+        "--device",
+        help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'cuda:1', 'mps' "
+        f"(default: {d['device']})",
+    )
+    add(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        help=f"bf16 autocast of the network on CUDA (default: {'on' if d['bf16'] else 'off'})",
+    )
+    add(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help=f"torch.compile the network (default: {'on' if d['compile'] else 'off'})",
+    )
+    add("--log-every", type=int, help=f"steps per line of log.jsonl (default: {d['log_every']})")
+    add("--ckpt-every", type=int, help=f"steps per checkpoint (default: {d['ckpt_every']})")
+    add(
+        "--out-dir",
+        help="directory for checkpoints and log.jsonl (default: runs/<data name>, "
+        f"e.g. {DEFAULT_RUN})",
+    )
+
+
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "run_dir",
+        nargs="?",
+        default=DEFAULT_RUN,
+        help=f"checkpoint directory written by 'ddpm train' (default: {DEFAULT_RUN})",
+    )
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="the EMA weights, or the trained weights themselves (default: ema)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'mps' (default: auto)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a checkpoint",
+        description="Sample with the ancestral sampler (Algorithm 2) or DDIM; "
+        "write an image grid (PNG; a scatter plot for 2-D data) and the raw array "
+        "(.npy, values in [-1, 1]).",
+    )
+    _add_run_dir(p)
+    p.add_argument(
+        "--sampler",
+        type=choice(SamplerKind),
+        metavar=_metavar(SamplerKind),
+        default=SamplerKind.ANCESTRAL,
+        help="ancestral: all T steps of p; ddim: any number of steps (default: ancestral)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="DDIM steps (default: 50, or T if smaller); ancestral sampling always takes all T",
+    )
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=0.0,
+        help="DDIM noise: 0 deterministic, 1 like ancestral (default: 0)",
+    )
+    p.add_argument("--num", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output PNG; the .npy goes next to it (default: <run_dir>/samples.png)",
+    )
+    _add_model_options(p)
+
+
+def _add_bpd(sub) -> None:
+    p = sub.add_parser(
+        "bpd",
+        help="evaluate the variational bound in bits/dim",
+        description="Evaluate every term of the bound (L_T, L_{T-1}, ..., L_0; "
+        "paper Eq. 5) in bits per dimension on a data split, print a summary and "
+        "write the per-term means to a JSON or CSV file.",
+    )
+    _add_run_dir(p)
+    p.add_argument(
+        "--split", choices=("train", "test"), default="test", help="data split (default: test)"
+    )
+    p.add_argument(
+        "--num",
+        type=int,
+        default=64,
+        help="examples to evaluate, the first of the split; the printed standard error shows "
+        "the precision (default: 64)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="examples per batch (default: 64)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="per-term output, .json or .csv (default: <run_dir>/bpd-<split>.json)",
+    )
+    _add_model_options(p)
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser(
+        "info",
+        help="show a checkpoint's step and configuration",
+        description="Show a checkpoint's step, data and configuration.",
+    )
+    _add_run_dir(p)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="ddpm",
+        description="Denoising diffusion probabilistic models "
+        "(Ho, Jain & Abbeel 2020): train, sample, evaluate.",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
+    _add_train(sub)
+    _add_sample(sub)
+    _add_bpd(sub)
+    _add_info(sub)
+    return parser
+
+
+# ----- the commands -----
+
+
+def run_train(args: argparse.Namespace) -> None:
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    config = TrainConfig(**given)
+    if args.resume:
+        saved = ckpt.read_checkpoint(config.out_dir)
+        config = replace(TrainConfig.from_dict(saved.config), **given)
+    result = train(config, progress=not args.no_progress, resume=args.resume)
+    last = result.log[-1] if result.log else None
+    loss = f", last loss {last.loss:.4f}" if last else ""
+    print(f"trained to step {result.step}{loss}; checkpoint and log.jsonl in {result.out_dir}")
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    trained = load_trained(args.run_dir, args.weights, device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    x = sample(
+        trained.diffusion,
+        trained.model,
+        (args.num, *trained.data.shape),
+        args.sampler,
+        args.steps,
+        args.eta,
+        generator=generator,
+        device=device,
+        # Images live in [-1, 1]; the continuous toys are not clipped.
+        clip_denoised=trained.data.num_levels is not None,
+        progress=not args.no_progress,
+    )
+    out = args.out or Path(args.run_dir) / "samples.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    array = x.float().cpu().numpy()
+    np.save(out.with_suffix(".npy"), array)
+    if array.ndim == 4:
+        write_grid(array, out)
+    else:
+        write_scatter(array, out)
+    print(
+        f"{args.num} samples (step {trained.step}, {args.weights} weights): {out} and "
+        f"{out.with_suffix('.npy')}"
+    )
+
+
+def write_grid(images: np.ndarray, path: Path) -> None:
+    """Images [N, C, H, W] in [-1, 1] as a PNG grid, upscaled to about IMAGE_PIXELS each."""
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    zoom = max(1, IMAGE_PIXELS // max(h, w))
+    pixels = np.clip(np.rint((images + 1) * 127.5), 0, 255).astype(np.uint8)
+    pixels = pixels.repeat(zoom, axis=2).repeat(zoom, axis=3)  # [N, C, zH, zW]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    cell_h, cell_w = h * zoom + GRID_PAD, w * zoom + GRID_PAD
+    grid = np.full((c, rows * cell_h + GRID_PAD, cols * cell_w + GRID_PAD), 128, np.uint8)
+    for i in range(n):
+        top, left = GRID_PAD + (i // cols) * cell_h, GRID_PAD + (i % cols) * cell_w
+        grid[:, top : top + h * zoom, left : left + w * zoom] = pixels[i]
+    mode = "L" if c == 1 else "RGB"
+    Image.fromarray(grid[0] if c == 1 else grid.transpose(1, 2, 0), mode).save(path)
+
+
+def write_scatter(points: np.ndarray, path: Path) -> None:
+    """2-D points [N, 2] as a scatter plot PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5)
+    ax.set_aspect("equal")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def run_bpd(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    trained = load_trained(args.run_dir, args.weights, device)
+    if trained.data.num_levels is None:
+        raise ValueError(
+            f"{trained.data.name!r} is continuous 2-D data; the bound in bits/dim needs data on "
+            "discrete levels (images)"
+        )
+    data = getattr(load_dataset(trained.config.data), args.split)[: args.num]
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    results = []
+    with torch.no_grad():
+        for batch in data.split(args.batch_size):
+            results.append(
+                calc_bpd_loop(
+                    trained.diffusion,
+                    trained.model,
+                    batch.to(device),
+                    trained.data.num_levels,
+                    progress=not args.no_progress,
+                    generator=generator,
+                )
+            )
+    total = torch.cat([r.total_bpd for r in results]).cpu()
+    prior = torch.cat([r.prior_bpd for r in results]).cpu()
+    terms = torch.cat([r.terms_bpd for r in results]).cpu()
+    mse = torch.cat([r.mse for r in results]).cpu()
+    n = len(total)
+    stderr = float(total.std() / math.sqrt(n)) if n > 1 else float("nan")
+    summary = {
+        "step": trained.step,
+        "split": args.split,
+        "num_examples": n,
+        "weights": args.weights,
+        "total_bpd": float(total.mean()),
+        "total_bpd_stderr": stderr,
+        "prior_bpd": float(prior.mean()),  # L_T
+        "decoder_bpd": float(terms[:, 0].mean()),  # L_0
+        "kl_terms_bpd": float(terms[:, 1:].sum(dim=1).mean()),  # L_1 + ... + L_{T-1}
+    }
+    out = args.out or Path(args.run_dir) / f"bpd-{args.split}.json"
+    write_bpd(out, summary, terms.mean(dim=0).tolist(), mse.mean(dim=0).tolist())
+    print(
+        f"{summary['total_bpd']:.4f} +- {stderr:.4f} bits/dim on {n} {args.split} examples "
+        f"(step {trained.step}): L_T {summary['prior_bpd']:.4f}, "
+        f"L_1..L_(T-1) {summary['kl_terms_bpd']:.4f}, L_0 {summary['decoder_bpd']:.4f}; "
+        f"every term in {out}"
+    )
+
+
+def write_bpd(path: Path, summary: dict, terms: list[float], mse: list[float]) -> None:
+    """The summary and the per-index means: terms[t] is L_t (t = 0: the decoder L_0)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["term", "t", "bpd", "eps_mse"])
+            for t, (term, err) in enumerate(zip(terms, mse, strict=True)):
+                writer.writerow(["L_0" if t == 0 else f"L_{t}", t, term, err])
+            writer.writerow(["L_T", len(terms), summary["prior_bpd"], ""])
+            writer.writerow(["total", "", summary["total_bpd"], ""])
+    elif path.suffix == ".json":
+        path.write_text(json.dumps({**summary, "terms_bpd": terms, "eps_mse": mse}, indent=1))
+    else:
+        raise ValueError(f"--out {path}: expected a .json or .csv file")
+
+
+def run_info(args: argparse.Namespace) -> None:
+    saved = ckpt.read_checkpoint(args.run_dir)
+    trained = load_trained(args.run_dir, "ema", "cpu")
+    params = sum(p.numel() for p in trained.model.parameters())
+    print(f"checkpoint: {saved.path}")
+    print(f"step: {saved.step} of {trained.config.steps}")
+    print(
+        f"data: {trained.data.name}, shape {list(trained.data.shape)}, "
+        f"levels {trained.data.num_levels}"
+    )
+    print(f"parameters: {params:,}")
+    print("config:")
+    for key, value in saved.config.items():
+        print(f"  {key}: {value}")
+
+
+COMMANDS = {"train": run_train, "sample": run_sample, "bpd": run_bpd, "info": run_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ckpt.CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
+        print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

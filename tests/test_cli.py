@@ -1,0 +1,183 @@
+"""The command line, end to end on tiny settings, and its help and error messages."""
+
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ddpm.cli import GRID_PAD, build_parser, main
+from ddpm.diffusion import MeanType
+from ddpm.samplers import SamplerKind
+from ddpm.train import TrainConfig
+
+TINY = "--preset tiny --timesteps 40 --batch-size 8 --log-every 2 --device cpu --no-progress"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny model trained through the command line, shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *TINY.split(), "--steps", "4", "--out-dir", str(out)]) == 0
+    return out
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    raise AssertionError("no subcommands")
+
+
+def test_every_option_of_every_command_has_help():
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert set(commands) == {"train", "sample", "bpd", "info"}
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+        sub.format_help()  # every help string formats
+
+
+def test_no_options_means_the_digits_defaults():
+    args = build_parser().parse_args(["train"])
+    given = {k for k in vars(args) if k not in ("command", "resume", "no_progress")}
+    assert not given  # nothing but TrainConfig's own defaults reaches the run
+    assert (TrainConfig().data, TrainConfig().preset) == ("digits", "digits")
+
+
+def test_an_unknown_option_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--stepz", "5"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--stepz (did you mean --steps?)" in err
+    train_options = [
+        s for a in _subparsers(build_parser())["train"]._actions for s in a.option_strings
+    ]
+    listed = err.split("valid options:")[1]
+    assert all(option in listed for option in train_options if option.startswith("--"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "enum_cls"),
+    [
+        (["train", "--mean-type", "noise"], MeanType),
+        (["sample", "--sampler", "euler"], SamplerKind),
+    ],
+)
+def test_an_unknown_value_lists_the_valid_ones(capsys, argv, enum_cls):
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    assert f"'{argv[-1]}'" in err
+    assert all(member.value in err for member in enum_cls)
+
+
+def test_an_unknown_preset_or_command_lists_the_valid_ones(capsys):
+    for argv in (["train", "--preset", "huge"], ["trian"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    err = capsys.readouterr().err
+    assert "'huge'" in err and all(p in err for p in ("cifar10", "digits", "tiny", "mlp"))
+    assert "'trian'" in err and all(c in err for c in ("train", "sample", "bpd", "info"))
+
+
+@pytest.mark.parametrize("command", ["sample", "bpd", "info"])
+def test_a_missing_checkpoint_is_a_clear_error(capsys, tmp_path, command):
+    assert main([command, str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ddpm {command}: error:") and "nothing: no such checkpoint" in err
+    assert "Traceback" not in err
+
+
+def test_info_shows_step_and_configuration(capsys, run_dir):
+    assert main(["info", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "step: 4 of 4" in out and "preset: tiny" in out and "T: 40" in out
+
+
+def test_sample_writes_a_grid_and_the_array(run_dir, tmp_path):
+    out = tmp_path / "s.png"
+    argv = ["sample", str(run_dir), "--num", "10", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    x = np.load(tmp_path / "s.npy")
+    assert x.shape == (10, 1, 8, 8) and x.dtype == np.float32
+    assert np.abs(x).max() <= 1  # clipped to the data range at every step
+    # 10 images: a 4 x 3 grid of 8x8 images upscaled to 64x64, with gaps around each.
+    cols, rows = math.ceil(math.sqrt(10)), math.ceil(10 / math.ceil(math.sqrt(10)))
+    assert Image.open(out).size == (
+        cols * (64 + GRID_PAD) + GRID_PAD,
+        rows * (64 + GRID_PAD) + GRID_PAD,
+    )
+
+
+def test_ddim_with_eta_zero_is_deterministic_and_the_seed_matters(run_dir, tmp_path):
+    def ddim(name, seed):
+        out = tmp_path / f"{name}.png"
+        argv = ["sample", str(run_dir), "--sampler", "ddim", "--steps", "5", "--eta", "0"]
+        argv += ["--num", "4", "--seed", str(seed), "--out", str(out), "--no-progress"]
+        assert main(argv) == 0
+        return np.load(out.with_suffix(".npy"))
+
+    assert np.array_equal(ddim("a", 0), ddim("b", 0))
+    assert not np.array_equal(ddim("a", 0), ddim("c", 1))
+
+
+def test_ancestral_sampling_refuses_a_step_count(capsys, run_dir, tmp_path):
+    assert main(["sample", str(run_dir), "--steps", "5", "--out", str(tmp_path / "x.png")]) == 1
+    assert "ddim" in capsys.readouterr().err
+
+
+def test_bpd_writes_every_term(capsys, run_dir, tmp_path):
+    argv = ["bpd", str(run_dir), "--num", "6", "--batch-size", "4", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "b.json")]) == 0
+    summary = capsys.readouterr().out
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["num_examples"] == 6 and len(result["terms_bpd"]) == 40
+    # The bound is L_T + L_{T-1} + ... + L_0, averaged over the examples.
+    total = result["prior_bpd"] + sum(result["terms_bpd"])
+    assert result["total_bpd"] == pytest.approx(total, rel=1e-9)
+    assert result["decoder_bpd"] == result["terms_bpd"][0]
+    assert f"{result['total_bpd']:.4f}" in summary
+
+    assert main([*argv, "--out", str(tmp_path / "b.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["term"] for r in rows] == [f"L_{t}" for t in range(40)] + ["L_T", "total"]
+    assert float(rows[-1]["bpd"]) == pytest.approx(result["total_bpd"], rel=1e-9)
+
+
+def test_train_resume_extends_with_the_saved_settings(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["train", "--resume", "--steps", "6", "--out-dir", str(copy), "--no-progress"]) == 0
+    steps = [json.loads(line)["step"] for line in (copy / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+    assert main(["train", "--resume", "--lr", "1", "--out-dir", str(copy), "--no-progress"]) == 1
+
+
+def test_toy_data_train_sample_as_a_scatter_and_refuse_bpd(capsys, tmp_path):
+    run = tmp_path / "toy"
+    argv = ["train", "--data", "toy:eight_gaussians", "--timesteps", "40", "--steps", "2"]
+    assert main([*argv, "--out-dir", str(run), "--no-progress", "--device", "cpu"]) == 0
+    out = tmp_path / "toy.png"
+    argv = ["sample", str(run), "--sampler", "ddim", "--steps", "5", "--num", "50"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert np.load(tmp_path / "toy.npy").shape == (50, 2)
+    assert Image.open(out).format == "PNG"
+    assert main(["bpd", str(run), "--no-progress"]) == 1
+    assert "discrete levels" in capsys.readouterr().err
