@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ddpm import checkpoint as ckpt
 from ddpm.data import ImageData, load_dataset, random_hflip
