@@ -66,10 +66,16 @@ class CheckRecord:
 def check_identity(label: str, lhs: Any, rhs: Any, description: str) -> None:
     """Check a SymPy identity: ``simplify(lhs - rhs) == 0``.
 
-    ``lhs`` and ``rhs`` are SymPy expressions (or matrices) that must be equal. Pass ``rhs=True``
-    to check that ``lhs`` holds as it stands: an ``Eq``, or an inequality such as
-    ``Le(a, b)``, which holds when ``b - a`` simplifies to something SymPy proves nonnegative
-    (positive for a strict one).
+    ``lhs`` and ``rhs`` are SymPy expressions (or matrices) that must be equal. When ``simplify``
+    leaves a scalar difference nonzero (it does not merge ``log(1 - alpha_t)`` terms, not knowing
+    that 1 - alpha_t > 0), :func:`ddpm.symbolic.identity_holds` decides, by polynomial arithmetic
+    or, with logarithms, by showing that the difference has zero derivatives and vanishes at a
+    point with every symbol in (0, 1/2]: the identity then holds on the formulas' domain, not
+    necessarily for every complex value. A false identity fails either way.
+
+    Pass ``rhs=True`` to check that ``lhs`` holds as it stands: an ``Eq`` (decided as above), or
+    an inequality such as ``Le(a, b)``, which holds when ``b - a`` simplifies to something SymPy
+    proves nonnegative (positive for a strict one).
     """
     passed, detail = _identity_outcome(lhs, rhs)
     _report(CheckRecord(_checked_label(label), "identity", description, passed, detail))
@@ -103,12 +109,24 @@ def _identity_outcome(lhs: Any, rhs: Any) -> tuple[bool, str]:
 
     if rhs is True or rhs is sp.true:
         return _relation_outcome(sp.sympify(lhs))
-    difference = sp.simplify(sp.sympify(lhs) - sp.sympify(rhs))
+    return _difference_outcome(sp.sympify(lhs), sp.sympify(rhs))
+
+
+def _difference_outcome(lhs: Any, rhs: Any) -> tuple[bool, str]:
+    """Whether ``lhs - rhs`` is zero: by ``simplify``, else (scalars) by ``identity_holds``."""
+    import sympy as sp
+
+    difference = sp.simplify(lhs - rhs)
+    detail = f"simplify(lhs - rhs) = {sp.sstr(difference)}"
     if isinstance(difference, sp.MatrixBase):
-        zero = difference.is_zero_matrix
-    else:
-        zero = difference == 0 or sp.expand(difference) == 0
-    return bool(zero), f"simplify(lhs - rhs) = {sp.sstr(difference)}"
+        return bool(difference.is_zero_matrix), detail
+    if difference == 0 or sp.expand(difference) == 0:
+        return True, detail
+    from ddpm.symbolic import identity_holds
+
+    if identity_holds(lhs, rhs):
+        return True, "lhs - rhs = 0 by ddpm.symbolic.identity_holds (simplify leaves it unreduced)"
+    return False, detail
 
 
 def _relation_outcome(relation: Any) -> tuple[bool, str]:
@@ -117,8 +135,7 @@ def _relation_outcome(relation: Any) -> tuple[bool, str]:
     if relation is sp.true:
         return True, "holds as written"
     if isinstance(relation, sp.Equality):
-        difference = sp.simplify(relation.lhs - relation.rhs)
-        return difference == 0, f"simplify(lhs - rhs) = {sp.sstr(difference)}"
+        return _difference_outcome(relation.lhs, relation.rhs)
     if isinstance(relation, (sp.StrictGreaterThan, sp.StrictLessThan)):
         gap = sp.simplify(relation.gts - relation.lts)
         return gap.is_positive is True, f"greater side - lesser side = {sp.sstr(gap)}, must be > 0"

@@ -1,8 +1,9 @@
 """The book's machinery (book/_ext/*, ddpm.checks) on the fixture book in tests/fixture_book.
 
 Book builds are slow, so the fixture book is built once for the module (into a temporary folder)
-and every HTML test reads that build. Three small books made on the fly cover what needs a build
-of its own: a check that fails, and a package change that must re-execute a cached page.
+and every HTML test reads that build. Two small books made on the fly cover what needs a book of its
+own: a check that fails, and incremental builds (a page read again with its outputs from the
+cache, then a package change that must re-execute it).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def small_book(root: Path, pages: dict[str, str], watch: list[str]) -> Path:
     )
     config["sphinx"]["config"]["package_cache_paths"] = watch
     config["html"]["favicon"] = str(REPO / "book" / "favicon.svg")
+    config["bibtex_bibfiles"] = [str(FIXTURE / "references.bib")]
     names = list(pages)
     toc = {"format": "jb-book", "root": names[0]}
     if names[1:]:
@@ -166,6 +168,17 @@ def test_plain_myst_keeps_labels_references_and_directives(site):
     assert "A colon fence" in text(page.select_one("div.admonition-a-colon-fence"))
 
 
+def test_citations_read_author_and_year_in_round_brackets(site):
+    page = article(site, "intro")
+    paragraph = next(p for p in page.find_all("p") if "Citations read" in p.get_text())
+    assert " ".join(paragraph.get_text().split()) == (
+        "Citations read author and year: Ho et al. (2020) in the text, or in brackets "
+        "(Ho et al., 2020)."
+    )
+    entry = article(site, "references").select_one("div.citation")
+    assert [a["href"] for a in paragraph.find_all("a")] == [f"references.html#{entry['id']}"] * 2
+
+
 # --- checks ---------------------------------------------------------------------------------------
 
 
@@ -234,21 +247,38 @@ check_close("1", 1 + 1, 2, "one and one make two")
 """
 
 
-def test_a_package_change_re_executes_cached_pages(tmp_path):
+def outputs_of(notebook: Path) -> list[str]:
+    """The text of every output in a notebook file."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [str(output) for cell in cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def test_cached_pages_keep_their_checks_and_a_package_change_re_executes_them(tmp_path):
     report = "# Report\n\n```{verification-report}\n```\n"
     book = small_book(tmp_path / "book", {"probe": PROBE_PAGE, "report": report}, ["probe"])
     (book / "probe").mkdir()
     (book / "probe" / "__init__.py").write_text('MESSAGE = "first"\n')
     html = tmp_path / "out" / "_build" / "html"
+    listed = "1 check on 1 page in this build: 1 passed, 0 failed."
 
     code, log = build(book, tmp_path / "out")
     assert code == 0, log[-4000:]
     assert "Executing notebook" in log and "probe says first" in (html / "probe.html").read_text()
+    assert listed in (html / "report.html").read_text()
 
     code, log = build(book, tmp_path / "out")  # nothing changed: outputs come from the cache
     assert code == 0, log[-4000:]
     assert "Executing notebook" not in log
     assert "one and one make two" in (html / "report.html").read_text()
+
+    # read again (a touched or edited page, a config change), its outputs taken from the cache:
+    # the report still lists its checks, and its notebook download still has its outputs
+    os.utime(book / "probe.md")
+    code, log = build(book, tmp_path / "out")
+    assert code == 0, log[-4000:]
+    assert "Using cached notebook" in log and "Executing notebook" not in log
+    assert listed in (html / "report.html").read_text()
+    assert any("probe says first" in output for output in outputs_of(html / "_sources/probe.ipynb"))
 
     (book / "probe" / "__init__.py").write_text('MESSAGE = "second"\n')
     code, log = build(book, tmp_path / "out")  # the page did not change, the package did

@@ -26,6 +26,19 @@ def test_false_identity_names_the_equation_and_the_difference():
         check_identity("2.4", (x + y) ** 2, x**2 + y**2, "square")
 
 
+def test_identity_with_logarithms_that_simplify_cannot_merge():
+    # SymPy does not split log((1 - alpha)(1 - beta)), as it does not know 1 - alpha > 0
+    alpha, beta = sp.symbols("alpha beta", positive=True)
+    lhs, rhs = sp.log((1 - alpha) * (1 - beta)), sp.log(1 - alpha) + sp.log(1 - beta)
+    assert sp.simplify(lhs - rhs) != 0
+    check_identity("4.7", lhs, rhs, "the log of a product")
+    check_identity("4.7", sp.Eq(lhs, rhs), True, "the log of a product, as an equation")
+    with pytest.raises(CheckFailed, match=r"equation \(4\.7\) failed: a false log: simplify"):
+        check_identity("4.7", lhs, sp.log(1 - alpha) + sp.log(1 + beta), "a false log")
+    with pytest.raises(CheckFailed, match=r"equation \(4\.8\) failed"):
+        check_identity("4.8", sp.Eq(lhs, 2 * sp.log(1 - alpha)), True, "a false equation")
+
+
 def test_matrix_identity():
     m = sp.Matrix([[x, 1], [0, y]])
     check_identity("m", m * m.inv(), sp.eye(2), "a matrix times its inverse")

@@ -2,8 +2,9 @@
 
 Each check a page runs leaves an output in the executed notebook whose metadata holds the check's
 record under the key ``ddpm_check``. After a page is read (executed, or taken from the jupyter
-cache) its checks are read from that notebook into the build environment, where they survive
-incremental builds and are merged across parallel readers. A check must name an equation of its
+cache, whose outputs ``executed_notebooks`` puts back into the notebook first) its checks are
+read from that notebook into the build environment, where they survive incremental builds and
+are merged across parallel readers. A check must name an equation of its
 own page, by label or tag.
 
 A page holding the ``verification-report`` directive gets a table of every check in the book:
@@ -13,10 +14,10 @@ page, equation, what was checked, the result and its status. It is rewritten on 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from docutils import nodes
+from executed_notebooks import executed_notebook_path
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
@@ -54,7 +55,7 @@ def collect_checks(app: Sphinx, doctree: nodes.document) -> None:
     env = app.env
     if "kernelspec" not in env.metadata[env.docname]:
         return
-    notebook = Path(env.mystnb_config.output_folder, *f"{env.docname}.ipynb".split("/"))
+    notebook = executed_notebook_path(app, env.docname)
     if not notebook.exists():
         return
     cells = json.loads(notebook.read_text(encoding="utf8"))["cells"]

@@ -1,8 +1,9 @@
 """Every executed page can be downloaded as a notebook (.ipynb) that runs with ``import ddpm``.
 
 The book theme offers an ``.ipynb`` download only when a launch service (Binder, Colab, ...) is
-configured. This extension copies each page's executed notebook, written by MyST-NB, next to the
-page's source under ``_sources/`` and tells the theme, whose download menu then links to it.
+configured. This extension copies each page's executed notebook, written by MyST-NB (with the
+outputs of the execution cache merged in by ``executed_notebooks``), next to the page's source
+under ``_sources/`` and tells the theme, whose download menu then links to it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from executed_notebooks import executed_notebook_path
 from sphinx.application import Sphinx
 
 
@@ -18,7 +20,7 @@ def offer_notebook(app: Sphinx, pagename: str, templatename: str, context: dict,
     """``html-page-context``: copy the executed notebook and point the download menu at it."""
     if doctree is None or "kernelspec" not in app.env.metadata.get(pagename, {}):
         return
-    executed = Path(app.env.mystnb_config.output_folder, *f"{pagename}.ipynb".split("/"))
+    executed = executed_notebook_path(app, pagename)
     download = Path(app.outdir, "_sources", *f"{pagename}.ipynb".split("/"))
     download.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(executed, download)

@@ -15,7 +15,8 @@ display. :func:`identity_holds` is the identity test every check here goes throu
 
 Modules: ``algebra`` (symbols, steps, completing the square, expectations, identity check),
 ``gaussians``, ``forward`` (Eq. 4 and the x_0 / eps / v / score relations), ``posterior``
-(Eqs. 6-7, 11, 12), ``inequalities`` (Cauchy-Schwarz), ``numeric`` (float64 tables).
+(Eqs. 6-7, 11, 12), ``inequalities`` (Cauchy-Schwarz), ``numeric`` (float64 tables), ``display``
+(:func:`show_steps`, a derivation's steps on a book page).
 """
 
 from ddpm.symbolic.algebra import (
@@ -31,6 +32,7 @@ from ddpm.symbolic.algebra import (
     paper_notation,
     standard_normal_moments,
 )
+from ddpm.symbolic.display import show_steps
 from ddpm.symbolic.forward import (
     MarginalStepDerivation,
     ParameterisationRelations,
@@ -108,6 +110,7 @@ __all__ = [
     "identity_holds",
     "paper_notation",
     "schedule_tables_numeric",
+    "show_steps",
     "standard_normal_moments",
     "unroll_marginal",
     "write_out_sums",
