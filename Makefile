@@ -1,5 +1,6 @@
 # The README's two commands: `make book` and `make test`. Both set up .venv first (once, and again
-# only when requirements.txt or pyproject.toml change), so they work on a machine with only Python.
+# only when requirements*.txt or pyproject.toml change), so they work on a machine with only Python.
+# The benchmark peers (requirements-bench.txt) are installed too, so that the bench smoke tests run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,10 +10,10 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-bench.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -21,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
