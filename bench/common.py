@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -228,6 +229,15 @@ def op_kind(name: str) -> str:
 # ----- the diffusers twin of our U-Net -----
 
 
+@dataclass(frozen=True)
+class Case:
+    """One measured setting: a U-Net architecture (a `ddpm.unet.UNetConfig`) at a batch size."""
+
+    name: str
+    config: Any
+    batch: int
+
+
 def diffusers_unet(config, **overrides):
     """A `diffusers.UNet2DModel` with the architecture of the `ddpm.unet.UNetConfig` `config`.
 
@@ -285,6 +295,19 @@ def check_same_size(ours, theirs, tolerance: float = PARAM_TOLERANCE) -> dict[st
 # ----- output -----
 
 
+def timing_parser(
+    description: str, default_output: str, repeats: int, warmup: int, profiled: str
+) -> argparse.ArgumentParser:
+    """`base_parser` with --repeats, --warmup and --profile (which profiles `profiled`)."""
+    parser = base_parser(description, default_output)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed rounds (>= 5)")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed rounds first")
+    parser.add_argument(
+        "--profile", action="store_true", help=f"also record torch.profiler's view of {profiled}"
+    )
+    return parser
+
+
 def base_parser(description: str, default_output: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
@@ -339,7 +362,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         return "-" if x is None else str(x)
 
     cells = [[cell(x) for x in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in cells:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))

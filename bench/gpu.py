@@ -86,7 +86,7 @@ FULL = Sizes(unet_preset("cifar10"), (128, 256), 25, 3, 256, 1000, 50, 8192)
 QUICK = Sizes(unet_preset("tiny", base_channels=32), (4, 8), 2, 1, 4, 25, 5, 256)
 
 # Rough seconds each section takes on an H200 (compiles dominate), used to skip what no longer fits.
-ESTIMATES_S = {"compile": 120.0, "train": 15.0, "sample": 25.0}
+ESTIMATES_S = {"compile": 75.0, "train": 15.0, "sample": 25.0}
 
 
 class Budget:

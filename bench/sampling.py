@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/sampling.py`
@@ -28,29 +27,23 @@ if __package__ in (None, ""):  # run as `python bench/sampling.py`
 import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    Case,
     alternate,
-    base_parser,
     finish,
     print_table,
     profile_ops,
     run_metadata,
     set_threads,
     summarize,
+    timing_parser,
     write_json,
 )
 from ddpm.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm.samplers import ancestral_sample  # noqa: E402
 from ddpm.schedule import make_schedule  # noqa: E402
-from ddpm.unet import UNet, UNetConfig, unet_preset  # noqa: E402
+from ddpm.unet import UNet, unet_preset  # noqa: E402
 
 GOAL_OVERHEAD = 0.05  # the goal: the loop's own cost below 5% of the network's time
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    config: UNetConfig
-    batch: int
 
 
 CASES = (
@@ -193,11 +186,12 @@ def run_case(case: Case, T: int, repeats: int, warmup: int, profile: bool) -> di
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0], "cpu_sampling.json")
-    parser.add_argument("--repeats", type=int, default=5, help="timed chains per loop (>= 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed chains per loop first")
-    parser.add_argument(
-        "--profile", action="store_true", help="profile the null-network loops (top operators)"
+    parser = timing_parser(
+        __doc__.splitlines()[0],
+        "cpu_sampling.json",
+        repeats=5,
+        warmup=1,
+        profiled="the null-network loops",
     )
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/train_step.py`
@@ -25,8 +24,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    Case,
     alternate,
-    base_parser,
     check_same_size,
     diffusers_unet,
     finish,
@@ -35,22 +34,16 @@ from bench.common import (  # noqa: E402
     run_metadata,
     set_threads,
     summarize,
+    timing_parser,
     write_json,
 )
 from ddpm.diffusion import GaussianDiffusion  # noqa: E402
 from ddpm.losses import training_losses  # noqa: E402
 from ddpm.schedule import linear_schedule  # noqa: E402
-from ddpm.unet import UNet, UNetConfig, unet_preset  # noqa: E402
+from ddpm.unet import UNet, unet_preset  # noqa: E402
 
 GOAL_SPEEDUP = 1.3  # the goal: ours at least 1.3x faster
 LR = 2e-4  # the paper's Adam learning rate
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    config: UNetConfig
-    batch: int
 
 
 CASES = (
@@ -135,11 +128,8 @@ def run_case(case: Case, repeats: int, warmup: int, profile: bool) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = base_parser(__doc__.splitlines()[0], "cpu_train_step.json")
-    parser.add_argument("--repeats", type=int, default=7, help="timed steps per side (>= 5)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
-    parser.add_argument(
-        "--profile", action="store_true", help="also record torch.profiler's top operators"
+    parser = timing_parser(
+        __doc__.splitlines()[0], "cpu_train_step.json", repeats=7, warmup=2, profiled="both steps"
     )
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
