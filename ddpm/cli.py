@@ -181,7 +181,11 @@ def _add_optimisation(add, d: dict) -> None:
         help="global batch size, over all processes (default: the preset's recipe: "
         f"{_recipes('batch_size')})",
     )
-    add("--lr", type=float, help=f"Adam learning rate (default: {d['lr']})")
+    add(
+        "--lr",
+        type=float,
+        help=f"Adam learning rate (default: the preset's recipe: {_recipes('lr')})",
+    )
     add(
         "--warmup-steps",
         type=int,
@@ -217,7 +221,7 @@ def _add_running(add, d: dict) -> None:
     add(
         "--bf16",
         action=argparse.BooleanOptionalAction,
-        help=f"bf16 autocast of the network on CUDA (default: {'on' if d['bf16'] else 'off'})",
+        help="bf16 autocast of the network (default: on with CUDA, off on other devices)",
     )
     add(
         "--compile",

@@ -239,14 +239,31 @@ PRESETS: Mapping[str, UNetConfig] = MappingProxyType(
 
 def unet_preset(name: str, **overrides) -> UNetConfig:
     """The preset `name` ("cifar10", "digits", "tiny") with some fields replaced, e.g.
-    `unet_preset("digits", learn_sigma=True)`."""
+    `unet_preset("digits", learn_sigma=True)`.
+
+    Another `image_size` without `attn_resolutions` moves the attention with it: a resolution
+    the new U-Net still has keeps its attention (the paper's 16x16 stays 16x16 at any size), one it
+    lacks is replaced by the resolution at the same depth ("digits" at 16x16: 8x8 instead of 4x4).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown U-Net preset {name!r}; valid presets: {', '.join(PRESETS)}")
     valid = [f.name for f in fields(UNetConfig)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"unknown UNetConfig fields {unknown}; valid fields: {', '.join(valid)}")
-    return replace(PRESETS[name], **overrides)
+    preset = PRESETS[name]
+    if "image_size" in overrides and "attn_resolutions" not in overrides:
+        size = overrides["image_size"]
+        levels = len(overrides.get("channel_mult", preset.channel_mult))
+        if size >= 1 and size % 2 ** (levels - 1) == 0:  # else UNetConfig says what is wrong
+            new = tuple(size >> level for level in range(levels))
+            old = preset.resolutions
+            moved = (
+                r if r in new else new[min(old.index(r), levels - 1)]
+                for r in preset.attn_resolutions
+            )
+            overrides["attn_resolutions"] = tuple(dict.fromkeys(moved))
+    return replace(preset, **overrides)
 
 
 class UNet(nn.Module):

@@ -172,3 +172,22 @@ def test_quality_quick(tmp_path):
     assert digits["frechet"]["floor_train_vs_test"] >= 0
     (toy,) = data["toys"]
     assert toy["sliced_wasserstein"] >= 0 and toy["sliced_wasserstein_floor"] >= 0
+
+
+def test_cli_digits_quick(tmp_path):
+    from bench import cli_digits
+
+    before = cli_digits.GRID.read_bytes()
+    out = tmp_path / "cli_digits.json"
+    cli_digits.main(["--quick", "--output", str(out)])
+    data = read_result(out, "cli_digits")
+    assert [s["command"].split()[:2] for s in data["steps"]] == [
+        ["ddpm", "train"],
+        ["ddpm", "sample"],
+    ]
+    assert all(s["wall_seconds"] > 0 and s["cpu_seconds"] > 0 for s in data["steps"])
+    assert data["train_step_reached"] == 4 and data["train_config"]["preset"] == "tiny"
+    judged = data["samples"]
+    assert sum(judged["predicted_class_counts"]) == judged["samples"] == 16
+    assert 0 <= judged["confident_share"] <= 1 and judged["confident_share_real_test"] > 0.5
+    assert cli_digits.GRID.read_bytes() == before  # --quick leaves the README's picture alone

@@ -216,3 +216,90 @@ def test_toy_data_train_the_mlp(tmp_path):
     assert trained.data.shape == (2,) and trained.data.num_levels is None
     with pytest.raises(ValueError, match="preset 'mlp' is for 2-D toy data"):
         train(TrainConfig(preset="mlp", steps=1, out_dir=str(tmp_path / "x")), progress=False)
+
+
+def test_the_learning_rate_comes_from_the_preset_unless_given():
+    from ddpm.data import load_digits
+    from ddpm.train import RECIPES
+
+    digits = load_digits()
+    assert RECIPES["digits"].lr != RECIPES["cifar10"].lr  # otherwise this test shows nothing
+    for preset in ("digits", "tiny", "cifar10"):
+        resolved = TrainConfig(preset=preset).resolve(digits)
+        assert resolved.lr == RECIPES[preset].lr
+        assert TrainConfig(preset=preset, lr=3e-3).resolve(digits).lr == 3e-3
+    with pytest.raises(ValueError, match="lr and grad_clip must be positive"):
+        TrainConfig(lr=0.0)
+
+
+def _conv_dtypes(monkeypatch) -> list[torch.dtype]:
+    """Record the output dtype of every convolution the U-Net runs."""
+    seen: list[torch.dtype] = []
+    forward = torch.nn.Conv2d.forward
+
+    def recording(self, x):
+        y = forward(self, x)
+        seen.append(y.dtype)
+        return y
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", recording)
+    return seen
+
+
+def test_bf16_autocast_in_training(tmp_path, monkeypatch):
+    # The path CUDA takes by default, forced on the CPU: the network's convolutions run in bf16,
+    # the loss stays float32 and close to the float32 run's (bf16 keeps 8 significant bits).
+    seen = _conv_dtypes(monkeypatch)
+    config = TrainConfig(**{**TINY, "log_every": 1}, steps=3, out_dir=str(tmp_path / "fp32"))
+    fp32 = train(replace(config, bf16=False), progress=False)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    bf16 = train(replace(config, bf16=True, out_dir=str(tmp_path / "bf16")), progress=False)
+    assert set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    for a, b in zip(fp32.log, bf16.log, strict=True):
+        assert b.loss == pytest.approx(a.loss, rel=3e-2)
+    assert [r.loss for r in fp32.log] != [r.loss for r in bf16.log]
+    # The default: bf16 only where the device is CUDA; this run is on the CPU.
+    seen.clear()
+    train(replace(config, out_dir=str(tmp_path / "default")), progress=False)
+    assert set(seen) == {torch.float32}
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    # torch.compile of the network inside the training loop (inductor, C++ on the CPU): the same
+    # losses as the eager run up to float32 reordering, and a checkpoint without compile's
+    # "_orig_mod." prefixes that loads into a plain model.
+    config = TrainConfig(**{**TINY, "log_every": 1}, steps=3, out_dir=str(tmp_path / "eager"))
+    eager = train(config, progress=False)
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = train(replace(config, compile=True, out_dir=str(tmp_path / "c")), progress=False)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the network
+    for a, b in zip(eager.log, compiled.log, strict=True):
+        assert b.loss == pytest.approx(a.loss, rel=1e-4)
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
+    loaded = load_trained(tmp_path / "c")
+    assert loaded.step == 3
+    for p, q in zip(compiled.ema.parameters(), loaded.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_the_small_presets_train_on_16x16_images(tmp_path):
+    # A user's own 16x16 grey images with the CPU-sized presets: the attention moves to 8x8.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "faces.npy", rng.integers(0, 256, size=(40, 16, 16), dtype=np.uint8))
+    config = TrainConfig(
+        **TINY, data=str(tmp_path / "faces.npy"), steps=2, out_dir=str(tmp_path / "r")
+    )
+    result = train(config, progress=False)
+    assert result.model.config.image_size == 16
+    assert result.model.config.attn_resolutions == (8,)
+    x = torch.randn(3, 1, 16, 16)
+    assert result.ema(x, torch.tensor([0, 1, 2])).shape == x.shape

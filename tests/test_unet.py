@@ -282,3 +282,24 @@ def test_torch_compile_matches_eager():
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, t), model(x, t), rtol=1e-4, atol=1e-5)
     print(f"torch.compile of the tiny U-Net took {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.parametrize(
+    "name, size, expected",
+    [
+        ("cifar10", 32, (16,)),  # the paper's model as it is
+        ("cifar10", 64, (16,)),  # 64, 32, 16, 8: 16x16 is still there
+        ("cifar10", 8, (4,)),  # 8, 4, 2, 1: no 16x16; the second level, as 16 is at 32x32
+        ("digits", 16, (8,)),  # 16, 8: no 4x4; the second level
+        ("tiny", 32, (16,)),
+    ],
+)
+def test_attention_follows_another_image_size(name, size, expected):
+    config = unet_preset(name, image_size=size)
+    assert config.attn_resolutions == expected
+    assert unet_preset(name, image_size=size, attn_resolutions=()).attn_resolutions == ()
+    model = UNet(config)
+    out = model(torch.randn(2, config.in_channels, size, size), torch.tensor([0, 999]))
+    assert out.shape == (2, config.in_channels, size, size)
+    n_attn = sum(type(m).__name__ == "AttnBlock" for m in model.modules())
+    assert n_attn > 0
