@@ -43,6 +43,7 @@ from bench.common import (  # noqa: E402
     set_threads,
     write_json,
 )
+from ddpm.config import RECIPES, TrainConfig  # noqa: E402
 from ddpm.data import load_dataset, load_digits, toy_samples  # noqa: E402
 from ddpm.likelihood import calc_bpd_loop  # noqa: E402
 from ddpm.metrics import (  # noqa: E402
@@ -58,14 +59,7 @@ from ddpm.metrics import (  # noqa: E402
 )
 from ddpm.metrics.baselines import GMM_CANDIDATES  # noqa: E402
 from ddpm.samplers import ancestral_sample, ddim_sample  # noqa: E402
-from ddpm.train import (  # noqa: E402
-    RECIPES,
-    EpochSampler,
-    TrainConfig,
-    ema_decay_at,
-    lr_at,
-    train,
-)
+from ddpm.train import EpochSampler, ema_decay_at, lr_at, train  # noqa: E402
 from ddpm.unet import UNetConfig, unet_preset  # noqa: E402
 
 # Two arcs and eight separated modes: the shapes that show a sampler's coverage best. The other toys
@@ -110,7 +104,7 @@ def train_diffusers_twin(
     Returns the EMA model (eval mode) and the training seconds."""
     from diffusers import DDPMScheduler
 
-    from ddpm.train import build_diffusion
+    from ddpm.config import build_diffusion
 
     schedule = build_diffusion(config).schedule
     scheduler = DDPMScheduler(num_train_timesteps=schedule.T, trained_betas=schedule.betas)

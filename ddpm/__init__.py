@@ -65,7 +65,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["UNet", "UNetConfig", "unet_preset", "timestep_embedding"], "unet"),
     "MLPDenoiser": "mlp",
     **dict.fromkeys(["ImageData", "ToyKind", "load_digits", "toy_samples", "load_dataset"], "data"),
-    **dict.fromkeys(["TrainConfig", "TrainResult", "load_trained"], "train"),
+    **dict.fromkeys(["TrainConfig", "load_trained"], "config"),
+    "TrainResult": "train",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,10 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.cli import GRID_PAD, build_parser, main
+from ddpm.cli import main
+from ddpm.cli.commands import GRID_PAD
+from ddpm.cli.parser import build_parser
+from ddpm.config import TrainConfig
 from ddpm.diffusion import MeanType
 from ddpm.samplers import SamplerKind
-from ddpm.train import TrainConfig
 
 TINY = "--preset tiny --timesteps 40 --batch-size 8 --log-every 2 --device cpu --no-progress"
 

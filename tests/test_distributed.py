@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ddpm import checkpoint as ckpt
+from ddpm.config import TrainConfig
 from ddpm.distributed import DistContext, mean_over_ranks, shard
-from ddpm.train import TrainConfig, train
+from ddpm.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

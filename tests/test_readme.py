@@ -16,7 +16,7 @@ if str(REPO) not in sys.path:  # bench/ is not an installed package
     sys.path.insert(0, str(REPO))
 
 from bench import cli_digits  # noqa: E402
-from ddpm.train import RECIPES  # noqa: E402
+from ddpm.config import RECIPES  # noqa: E402
 
 RESULT = REPO / "bench" / "results" / "cli_digits.json"
 

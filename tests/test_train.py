@@ -15,15 +15,9 @@ import torch
 
 from ddpm import checkpoint as ckpt
 from ddpm import train as train_module
+from ddpm.config import TrainConfig, build_model, load_trained
 from ddpm.mlp import MLPDenoiser
-from ddpm.train import (
-    EpochSampler,
-    NonFiniteLossError,
-    TrainConfig,
-    build_model,
-    load_trained,
-    train,
-)
+from ddpm.train import EpochSampler, NonFiniteLossError, train
 from ddpm.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,8 +213,8 @@ def test_toy_data_train_the_mlp(tmp_path):
 
 
 def test_the_learning_rate_comes_from_the_preset_unless_given():
+    from ddpm.config import RECIPES
     from ddpm.data import load_digits
-    from ddpm.train import RECIPES
 
     digits = load_digits()
     assert RECIPES["digits"].lr != RECIPES["cifar10"].lr  # otherwise this test shows nothing
