@@ -8,6 +8,7 @@ any callable ``model(x_t, t) -> Tensor``; the process is handed the model, it ne
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ __all__ = [
     "MeanVar",
     "Model",
     "PMeanVar",
+    "PStep",
     "VarType",
     "parse_choice",
 ]
@@ -62,6 +64,15 @@ class PMeanVar(NamedTuple):
     log_variance: Tensor
     pred_x0: Tensor
     pred_eps: Tensor
+
+
+class PStep(NamedTuple):
+    """p(x_{t-1} | x_t) at one timestep index shared by the batch (`GaussianDiffusion.p_step`)."""
+
+    mean: Tensor
+    std: float | Tensor  # sigma_t: a number for the fixed variances, [N, C, ...] when learned
+    pred_x0: Tensor
+    pred_eps: Tensor | None  # only with with_eps=True
 
 
 class GaussianDiffusion:
@@ -155,15 +166,8 @@ class GaussianDiffusion:
         ``clip_denoised`` clamps that estimate to the data range [-1, 1]; ``pred_eps`` is the noise
         consistent with the (possibly clamped) estimate.
         """
-        out = model(x_t, t)
+        out = self._model_output(model, x_t, t)
         C = x_t.shape[1]
-        expected = (x_t.shape[0], self.model_out_channels(C), *x_t.shape[2:])
-        if tuple(out.shape) != expected:
-            raise ValueError(
-                f"model output has shape {tuple(out.shape)}; expected {expected} for x_t of shape "
-                f"{tuple(x_t.shape)} with mean type {self.mean_type.value} and variance type "
-                f"{self.var_type.value}"
-            )
         if self.var_type is VarType.LEARNED_RANGE:
             out, v = out.split(C, dim=1)
             # v in [-1, 1] interpolates log sigma^2 from log beta_tilde to log beta (N&D Eq. 15).
@@ -191,6 +195,71 @@ class GaussianDiffusion:
             pred_eps = self.eps_from_x0(x_t, t, pred_x0)
         mean = self.q_posterior(pred_x0, x_t, t).mean
         return PMeanVar(mean, variance, log_variance, pred_x0, pred_eps)
+
+    def _model_output(self, model: Model, x_t: Tensor, t: Tensor) -> Tensor:
+        out = model(x_t, t)
+        expected = (x_t.shape[0], self.model_out_channels(x_t.shape[1]), *x_t.shape[2:])
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"model output has shape {tuple(out.shape)}; expected {expected} for x_t of shape "
+                f"{tuple(x_t.shape)} with mean type {self.mean_type.value} and variance type "
+                f"{self.var_type.value}"
+            )
+        return out
+
+    def p_step(
+        self,
+        model: Model,
+        x_t: Tensor,
+        step: int,
+        clip_denoised: bool = True,
+        with_eps: bool = False,
+    ) -> PStep:
+        """`p_mean_variance` for a batch whose elements all sit at one timestep index, the
+        samplers' case, in the few tensor operations a sampling step needs.
+
+        The same formulas, but each schedule coefficient is read once from the float64 tables as a
+        Python number: no gathers, no range checks on the device, no host-device synchronisation.
+        ``with_eps`` also returns the noise consistent with the (possibly clamped) x_0 estimate.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.T:
+            raise ValueError(
+                f"step = {step!r} is out of range; valid indices are 0..{self.T - 1} (T = {self.T})"
+            )
+        s = self.schedule
+        t = torch.full((x_t.shape[0],), step, dtype=torch.long, device=x_t.device)
+        out = self._model_output(model, x_t, t)
+        if self.var_type is VarType.LEARNED_RANGE:
+            out, v = out.split(x_t.shape[1], dim=1)
+            frac = (v + 1) / 2  # as in p_mean_variance
+            log_variance = frac * float(self._log_betas[step]) + (1 - frac) * float(
+                s.log_beta_tilde_clipped[step]
+            )
+            std: float | Tensor = torch.exp(0.5 * log_variance)
+        else:
+            std = math.exp(0.5 * float(self._fixed_variance[self.var_type][1][step]))
+        recip, recipm1 = float(s.sqrt_recip_alpha_bar[step]), float(s.sqrt_recipm1_alpha_bar[step])
+        if self.mean_type is MeanType.EPS:
+            pred_x0 = recip * x_t - recipm1 * out
+        elif self.mean_type is MeanType.X0:
+            pred_x0 = out
+        else:
+            pred_x0 = (
+                float(s.sqrt_alpha_bar[step]) * x_t - float(s.sqrt_one_minus_alpha_bar[step]) * out
+            )
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1, 1)
+        pred_eps = None
+        if with_eps:
+            if self.mean_type is MeanType.EPS and not clip_denoised:
+                pred_eps = out
+            else:
+                pred_eps = (recip * x_t - pred_x0) / recipm1
+        mean = (
+            float(s.posterior_mean_coef_x0[step]) * pred_x0
+            + float(s.posterior_mean_coef_xt[step]) * x_t
+        )
+        return PStep(mean, std, pred_x0, pred_eps)
 
     # ----- conversions among x0, eps, v and the score (all from x_t = sqrt(ab) x0 + sqrt(1-ab) eps)
 

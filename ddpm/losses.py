@@ -37,11 +37,12 @@ class LossType(enum.Enum):
 
 
 class LossTerms(NamedTuple):
-    """Per-example losses, each [N]: the one minimised, the MSE, the bound estimate (bits/dim)."""
+    """Per-example losses, each [N]: the one minimised, the MSE, the bound estimate (bits/dim;
+    None when `training_losses` was told not to compute it)."""
 
     loss: Tensor
     mse: Tensor
-    vlb: Tensor
+    vlb: Tensor | None
 
 
 def mean_flat(x: Tensor) -> Tensor:
@@ -119,6 +120,7 @@ def training_losses(
     noise: Tensor | None = None,
     loss_type: LossType | str = LossType.SIMPLE,
     num_levels: int = 256,
+    with_vlb: bool | None = None,
 ) -> LossTerms:
     """The training loss at one timestep index per example (paper Algorithm 1).
 
@@ -126,6 +128,8 @@ def training_losses(
     the bound term at t (bits/dim), an unbiased estimate of the bound's sum over timesteps (L_T
     excluded: with a fixed schedule it does not depend on the model). Under HYBRID the bound sees
     the mean as a constant, so it trains only a learned variance (Nichol & Dhariwal Sec. 3.1).
+    ``with_vlb``: None computes the bound term only where the loss needs it (KL, HYBRID); True
+    also reports it under SIMPLE, where it costs a decoder and a KL per step for nothing but a log.
     """
     loss_type = parse_choice(LossType, loss_type)
     if loss_type is LossType.SIMPLE and diffusion.var_type is VarType.LEARNED_RANGE:
@@ -144,6 +148,8 @@ def training_losses(
         MeanType.V: diffusion.v_from_x0_eps(x0, t, noise),
     }[diffusion.mean_type]
     mse = mean_flat((out[:, :C] - target) ** 2)
+    if loss_type is LossType.SIMPLE and not with_vlb:
+        return LossTerms(mse, mse, None)
 
     if loss_type is LossType.HYBRID:
         out = torch.cat([out[:, :C].detach(), out[:, C:]], dim=1)

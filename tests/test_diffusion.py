@@ -245,3 +245,39 @@ def test_shape_mismatches_are_rejected():
 def test_out_of_range_timestep_is_rejected():
     with pytest.raises(ValueError, match=r"timestep 50 is out of range; valid indices are 0\.\.49"):
         make().q_sample(torch.zeros(2, 3), torch.tensor([0, 50]))
+
+
+@pytest.mark.parametrize("mean_type", list(MeanType))
+@pytest.mark.parametrize("var_type", list(VarType))
+@pytest.mark.parametrize("clip", [True, False])
+def test_p_step_agrees_with_p_mean_variance(mean_type, var_type, clip):
+    # The samplers' fast path against the per-example path, which the tests above check against
+    # closed forms: same mean, spread, x_0 and eps estimates at every kind of step.
+    d = make(mean_type, var_type)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, generator=gen) * 2
+    weight = torch.randn(d.model_out_channels(3), 3, generator=gen)
+
+    def model(x_t, t):  # depends on x_t and t, and leaves [-1, 1] now and then
+        return torch.einsum("oc,ncl->nol", weight, x_t) * (1 + t.float()[:, None, None] / T)
+
+    for step in (0, 1, 17, T - 1):
+        t = torch.full((4,), step)
+        want = d.p_mean_variance(model, x, t, clip_denoised=clip)
+        got = d.p_step(model, x, step, clip_denoised=clip, with_eps=True)
+        torch.testing.assert_close(got.mean, want.mean)
+        torch.testing.assert_close(got.pred_x0, want.pred_x0)
+        torch.testing.assert_close(got.pred_eps, want.pred_eps)
+        std = torch.as_tensor(got.std, dtype=x.dtype).expand_as(x)
+        torch.testing.assert_close(std, torch.exp(0.5 * want.log_variance))
+        assert d.p_step(model, x, step, clip_denoised=clip).pred_eps is None
+
+
+def test_p_step_rejects_bad_steps():
+    d = make()
+    x = torch.zeros(2, 3)
+    for step in (-1, T, 2.0, True, torch.tensor(3)):
+        with pytest.raises(ValueError, match="out of range; valid indices are 0..49"):
+            d.p_step(lambda x_t, t: x_t, x, step)
+    with pytest.raises(ValueError, match="model output has shape"):
+        d.p_step(lambda x_t, t: x_t[:, :2], x, 3)

@@ -198,6 +198,12 @@ def test_kl_loss_is_T_times_the_bound_term():
     p = d.p_mean_variance(lambda x, _: 0.3 * x, x_t, t, clip_denoised=False)
     torch.testing.assert_close(terms.loss, T * vlb_term_bpd(d, x0, x_t, t, p, 17))
     torch.testing.assert_close(terms.vlb, terms.loss)
+    # Under the simple loss the bound term is reported only on request, with the same value.
+    simple = training_losses(d, lambda x, _: 0.3 * x, x0, t, noise, "simple", num_levels=17)
+    assert simple.vlb is None
+    asked = training_losses(d, lambda x, _: 0.3 * x, x0, t, noise, "simple", 17, with_vlb=True)
+    torch.testing.assert_close(asked.vlb, terms.vlb)
+    torch.testing.assert_close(asked.loss, simple.loss)
 
 
 def test_hybrid_loss_stops_the_bound_gradient_at_the_mean():
