@@ -244,7 +244,7 @@ def load_trained(
 ) -> TrainedModel:
     """Rebuild the model of a checkpoint with its EMA (default) or trained weights."""
     saved = ckpt.read_checkpoint(run_dir)
-    config = _config_from_checkpoint(saved)
+    config = config_from_checkpoint(saved)
     try:
         info = DataInfo(**saved.state["data"])
         info = replace(info, shape=tuple(info.shape))
@@ -258,7 +258,8 @@ def load_trained(
     return TrainedModel(config, model.to(device).eval(), build_diffusion(config), info, saved.step)
 
 
-def _config_from_checkpoint(saved: ckpt.Checkpoint) -> TrainConfig:
+def config_from_checkpoint(saved: ckpt.Checkpoint) -> TrainConfig:
+    """The TrainConfig a checkpoint was written with; CheckpointError when it is not valid."""
     try:
         return TrainConfig.from_dict(saved.config)
     except (TypeError, ValueError) as err:

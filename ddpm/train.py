@@ -38,9 +38,9 @@ from ddpm.config import (
     RESUMABLE_FIELDS,
     DataInfo,
     TrainConfig,
-    _config_from_checkpoint,
     build_diffusion,
     build_model,
+    config_from_checkpoint,
     pick_device,
 )
 from ddpm.data import load_dataset, random_hflip
@@ -224,7 +224,7 @@ class Trainer:
 
     def _restore(self) -> None:
         saved = ckpt.read_checkpoint(self.out_dir)
-        saved_config = _config_from_checkpoint(saved)
+        saved_config = config_from_checkpoint(saved)
         changed = [
             f"{f.name} ({getattr(saved_config, f.name)!r} -> {getattr(self.config, f.name)!r})"
             for f in fields(TrainConfig)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ddpm import checkpoint as ckpt
-from ddpm.config import TrainConfig, load_trained, pick_device
+from ddpm.config import TrainConfig, config_from_checkpoint, load_trained, pick_device
 from ddpm.data import load_dataset
 from ddpm.likelihood import calc_bpd_loop
 from ddpm.samplers import sample
@@ -28,7 +28,7 @@ def run_train(args: argparse.Namespace) -> None:
     config = TrainConfig(**given)
     if args.resume:
         saved = ckpt.read_checkpoint(config.out_dir)
-        config = replace(TrainConfig.from_dict(saved.config), **given)
+        config = replace(config_from_checkpoint(saved), **given)
     result = train(config, progress=not args.no_progress, resume=args.resume)
     last = result.log[-1] if result.log else None
     loss = f", last loss {last.loss:.4f}" if last else ""
