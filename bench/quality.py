@@ -1,8 +1,8 @@
 """Quality: likelihood and sample quality of trained DDPMs against yardsticks from the same run.
 
 - Digits bits/dim (K = 17 levels, the test split): the full-chain variational bound
-  (`ddpm.likelihood.calc_bpd_loop`) of the digits preset trained by `ddpm.train` with the book's
-  budget, against the classical density models of `ddpm.metrics` (independent per-pixel
+  (`ddpm.likelihood.calc_bpd_loop`) of the digits preset trained by `ddpm.train` with the digits
+  preset's recipe, against the classical density models of `ddpm.metrics` (independent per-pixel
   categoricals, and the best Gaussian mixture of a small sweep), scored on the same images.
 - Digits sample quality: the Frechet distance in the feature space of `ddpm.metrics`' digits
   classifier between generated samples and the test split, with the train-vs-test floor at the same
@@ -248,8 +248,8 @@ def digits_section(args, out_dir: Path, timings: dict) -> dict:
 
     return {
         "train_config": resolved.to_dict(),
-        "book_recipe": asdict(recipe),
-        "budget_is_the_books": resolved.steps == recipe.steps and not args.quick,
+        "digits_recipe": asdict(recipe),
+        "budget_is_the_recipe": resolved.steps == recipe.steps and not args.quick,
         "params": params,
         "bpd": {
             "test_images": n_bpd,
@@ -320,7 +320,10 @@ def toys_section(args, out_dir: Path, timings: dict) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = base_parser(__doc__.splitlines()[0], "quality.json")
     parser.add_argument(
-        "--steps", type=int, default=None, help="digits training steps (default: the book's recipe)"
+        "--steps",
+        type=int,
+        default=None,
+        help="digits training steps (default: the digits preset's recipe)",
     )
     # Sized so that the whole run stays within ~15 minutes on the 2-core machine: the bound costs
     # T = 1000 network calls per image, an ancestral sample as much.
