@@ -17,14 +17,22 @@ the losses of a run that was never interrupted.
 
 Steps are counted from 1: "step k" is the k-th optimizer update, and a record or checkpoint at
 step k comes after k updates.
+
+Ctrl-C (SIGINT) in a single process finishes the step under way, writes a checkpoint of it and
+raises TrainingInterrupted, so `resume=True` loses nothing; a second Ctrl-C stops at once. Under
+torchrun the ranks would have to agree on the step, so there the last periodic checkpoint is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -54,6 +62,41 @@ LOG_FILE = "log.jsonl"
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a whole step, and that step's checkpoint was written."""
+
+    def __init__(self, step: int, out_dir: Path):
+        super().__init__(f"interrupted at step {step}; its checkpoint is in {out_dir}")
+        self.step, self.out_dir = step, out_dir
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(enabled: bool) -> Iterator[_StopRequest]:
+    """While active, the first SIGINT only sets `requested`; the loop stops at the end of the step.
+
+    Only in the main thread of a single process (signal handlers cannot be set elsewhere, and
+    ranks of a distributed run would stop at different steps)."""
+    stop = _StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request(signum, frame):
+        stop.requested = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
+
+    signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass(frozen=True)
@@ -377,16 +420,20 @@ class Trainer:
         started = interval_start = time.perf_counter()
         interval_steps = 0
         self.model.train()
-        while self.step < config.steps:
-            lr = self._update()
-            interval_steps += 1
-            self.progress.update()
-            last = self.step == config.steps
-            if self.step % config.log_every == 0 or last:
-                self._log(lr, started, interval_start, interval_steps)
-                interval_start, interval_steps = time.perf_counter(), 0
-            if self.step % config.ckpt_every == 0 or last:
-                self._save()
+        with _stop_on_interrupt(self.dist.world_size == 1) as stop:
+            while self.step < config.steps:
+                lr = self._update()
+                interval_steps += 1
+                self.progress.update()
+                last = self.step == config.steps
+                if self.step % config.log_every == 0 or last:
+                    self._log(lr, started, interval_start, interval_steps)
+                    interval_start, interval_steps = time.perf_counter(), 0
+                if self.step % config.ckpt_every == 0 or last or stop.requested:
+                    self._save()  # no log record here: a resumed run logs as if never stopped
+                if stop.requested and not last:
+                    self.progress.close()
+                    raise TrainingInterrupted(self.step, self.out_dir)
         self.progress.close()
         self.model.eval()
         self.ema.eval()

@@ -97,6 +97,30 @@ def test_a_killed_run_resumes_to_the_same_losses(tmp_path):
     assert ckpt.read_checkpoint(tmp_path / "killed").step == 30
 
 
+def test_ctrl_c_checkpoints_the_step_it_stopped_at(tmp_path):
+    """SIGINT a real `python -m ddpm train` that has no periodic checkpoint yet: it finishes the
+    step, writes a checkpoint of it, exits with 130, and resuming logs what an uninterrupted run
+    logs."""
+    config = TrainConfig(**{**TINY, "log_every": 4, "ckpt_every": 1000}, steps=400)
+    args = "--preset tiny --timesteps 40 --batch-size 8 --steps 400 --log-every 4"
+    run = _start(args.split() + ["--device", "cpu"], tmp_path / "stopped")
+    log = tmp_path / "stopped" / "log.jsonl"
+    deadline = time.monotonic() + 300
+    while run.poll() is None and not (log.exists() and '"step": 8,' in log.read_text()):
+        assert time.monotonic() < deadline, "no log record within 300 s"
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 130, err.decode()
+    step = ckpt.read_checkpoint(tmp_path / "stopped").step
+    assert 8 <= step < 400
+    assert f"interrupted at step {step}" in err.decode() and "--resume" in err.decode()
+
+    train(replace(config, out_dir=str(tmp_path / "stopped")), progress=False, resume=True)
+    train(replace(config, out_dir=str(tmp_path / "whole")), progress=False)
+    assert _losses(log) == _losses(tmp_path / "whole" / "log.jsonl")
+
+
 def test_resuming_in_process_matches_and_can_extend(tmp_path):
     whole = train(TrainConfig(**TINY, steps=8, out_dir=str(tmp_path / "w")), progress=False)
     first = TrainConfig(**{**TINY, "ckpt_every": 3}, steps=6, out_dir=str(tmp_path / "r"))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from ddpm import checkpoint as ckpt
 from ddpm.cli.commands import run_bpd, run_info, run_sample, run_train
 from ddpm.cli.parser import build_parser
-from ddpm.train import NonFiniteLossError
+from ddpm.train import NonFiniteLossError, TrainingInterrupted
 
 COMMANDS = {"train": run_train, "sample": run_sample, "bpd": run_bpd, "info": run_info}
 
@@ -31,4 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ckpt.CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
         print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stopped:
+        print(f"ddpm train: {stopped}; continue with --resume", file=sys.stderr)
+        return 130  # the shell's code for a process stopped by SIGINT
+    except KeyboardInterrupt:
+        print(f"ddpm {args.command}: stopped; files already written are kept", file=sys.stderr)
+        return 130
     return 0
