@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from ddpm import checkpoint as ckpt
+    from ddpm.config import TrainConfig
 
     commands = readme_commands(README.read_text())
     if args.quick:
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
         grid = work / sample_output(commands[1])
         samples = torch.from_numpy(np.load(grid.with_suffix(".npy")))
-        saved = ckpt.read_checkpoint(work / "runs" / "digits")
+        saved = ckpt.read_checkpoint(work / TrainConfig().out_dir)  # where `ddpm train` wrote
         result["steps"] = steps
         result["train_step_reached"] = saved.step
         result["train_config"] = json.loads((saved.path / ckpt.CONFIG).read_text())
