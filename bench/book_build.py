@@ -6,26 +6,33 @@ leave the book's own _build alone. Budgets on the 2-core machine: warm <= 60 s (
 cold <= 600 s (the chapters issue). Prints a table and writes bench/results/book_build.json with
 the machine, the versions and the date; exits non-zero if a build fails or a budget is missed.
 
-    python bench/book_build.py [--book .] [--output bench/results/book_build.json]
+    python -m bench.book_build [--book .] [--output bench/results/book_build.json]
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as `python bench/book_build.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    finish,
+    print_table,
+    run_metadata,
+    versions,
+    write_json,
+)
+
 BUDGETS_S = {"cold": 600.0, "warm": 60.0}
-PACKAGES = ["jupyter-book", "sphinx", "myst-nb", "myst-parser", "jupyter-cache", "torch", "numpy"]
+PACKAGES = ("jupyter-book", "sphinx", "myst-nb", "myst-parser", "jupyter-cache", "torch", "numpy")
 
 
 def timed_build(book: Path, output: Path) -> tuple[float, int]:
@@ -44,32 +51,16 @@ def timed_build(book: Path, output: Path) -> tuple[float, int]:
     return seconds, result.stdout.count("Executing notebook")
 
 
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-
-
-def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--book", type=Path, default=REPO, help="the book's folder (default: .)")
-    parser.add_argument(
-        "--output", type=Path, default=REPO / "bench" / "results" / "book_build.json"
-    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "book_build.json")
     args = parser.parse_args(argv)
+    book = os.path.relpath(args.book.resolve(), REPO)
+    result = run_metadata("book_build", argv, {"book": book, "budget_seconds": BUDGETS_S})
+    result["versions"] = versions(PACKAGES)
 
     with tempfile.TemporaryDirectory(prefix="book-build-") as folder:
         runs = {kind: timed_build(args.book, Path(folder)) for kind in ("cold", "warm")}
@@ -80,28 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     seconds = {kind: run[0] for kind, run in runs.items()}
-    result = {
-        "benchmark": "book_build",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "book": os.path.relpath(args.book.resolve(), REPO),
-        "command": "jupyter-book build BOOK --path-output TMP -W -n --keep-going",
-        "html_pages": pages,
-        "seconds": {kind: round(value, 2) for kind, value in seconds.items()},
-        # a warm build executes nothing, unless ddpm/ changed while the benchmark ran
-        "pages_executed": {kind: run[1] for kind, run in runs.items()},
-        "budget_seconds": BUDGETS_S,
-        "within_budget": {kind: seconds[kind] <= BUDGETS_S[kind] for kind in seconds},
-        "machine": machine(),
-        "versions": versions(),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-
-    print(f"{'build':<6} {'seconds':>8} {'budget':>8} {'executed':>9}  ok")
-    for kind, (value, executed) in runs.items():
-        ok = "yes" if result["within_budget"][kind] else "NO"
-        print(f"{kind:<6} {value:8.1f} {BUDGETS_S[kind]:8.0f} {executed:9d}  {ok}")
-    print(f"wrote {args.output}")
+    result["build_command"] = "jupyter-book build BOOK --path-output TMP -W -n --keep-going"
+    result["html_pages"] = pages
+    result["seconds"] = {kind: round(value, 2) for kind, value in seconds.items()}
+    # a warm build executes nothing, unless ddpm/ changed while the benchmark ran
+    result["pages_executed"] = {kind: run[1] for kind, run in runs.items()}
+    result["within_budget"] = {kind: seconds[kind] <= BUDGETS_S[kind] for kind in seconds}
+    finish(result)
+    print_table(
+        ["build", "seconds", "budget", "executed", "ok"],
+        [
+            [kind, value, BUDGETS_S[kind], executed, result["within_budget"][kind]]
+            for kind, (value, executed) in runs.items()
+        ],
+    )
+    write_json(args.output, result)
     return 0 if all(result["within_budget"].values()) else 1
 
 
