@@ -8,7 +8,6 @@ any callable ``model(x_t, t) -> Tensor``; the process is handed the model, it ne
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,7 +23,6 @@ __all__ = [
     "MeanVar",
     "Model",
     "PMeanVar",
-    "PStep",
     "VarType",
     "parse_choice",
 ]
@@ -49,30 +47,22 @@ class VarType(enum.Enum):
 
 
 class MeanVar(NamedTuple):
-    """A diagonal Gaussian; each field [N, C, ...]."""
+    """A diagonal Gaussian; each field [N, C, ...] (the variances are numbers for one int t)."""
 
     mean: Tensor
-    variance: Tensor
-    log_variance: Tensor
+    variance: Tensor | float
+    log_variance: Tensor | float
 
 
 class PMeanVar(NamedTuple):
-    """p(x_{t-1} | x_t) together with the model's estimates of x_0 and eps; each [N, C, ...]."""
+    """p(x_{t-1} | x_t) together with the model's estimates of x_0 and eps; each [N, C, ...]
+    (a fixed variance is a number when t is one int for the whole batch)."""
 
     mean: Tensor
-    variance: Tensor
-    log_variance: Tensor
+    variance: Tensor | float
+    log_variance: Tensor | float
     pred_x0: Tensor
     pred_eps: Tensor
-
-
-class PStep(NamedTuple):
-    """p(x_{t-1} | x_t) at one timestep index shared by the batch (`GaussianDiffusion.p_step`)."""
-
-    mean: Tensor
-    std: float | Tensor  # sigma_t: a number for the fixed variances, [N, C, ...] when learned
-    pred_x0: Tensor
-    pred_eps: Tensor | None  # only with with_eps=True
 
 
 class GaussianDiffusion:
@@ -139,7 +129,7 @@ class GaussianDiffusion:
             + extract(s.sqrt_one_minus_alpha_bar, t, x0) * noise
         )
 
-    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> MeanVar:
+    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor | int) -> MeanVar:
         """q(x_{t-1} | x_t, x_0) = N(mu_tilde_t(x_t, x_0), beta_tilde_t I) (paper Eqs. 6-7).
 
         The log variance is the clipped one: at index 0, where beta_tilde is 0, it holds
@@ -151,22 +141,25 @@ class GaussianDiffusion:
             extract(s.posterior_mean_coef_x0, t, x_t) * x0
             + extract(s.posterior_mean_coef_xt, t, x_t) * x_t
         )
-        variance = extract(s.beta_tilde, t, x_t).expand_as(x_t)
-        log_variance = extract(s.log_beta_tilde_clipped, t, x_t).expand_as(x_t)
+        variance = _per_element(extract(s.beta_tilde, t, x_t), x_t)
+        log_variance = _per_element(extract(s.log_beta_tilde_clipped, t, x_t), x_t)
         return MeanVar(mean, variance, log_variance)
 
     # ----- reverse process p -----
 
     def p_mean_variance(
-        self, model: Model, x_t: Tensor, t: Tensor, clip_denoised: bool = True
+        self, model: Model, x_t: Tensor, t: Tensor | int, clip_denoised: bool = True
     ) -> PMeanVar:
         """p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (paper Eq. 1 and Sec. 3.2).
 
         The mean is the posterior mean at the model's estimate of x_0 (for EPS this is Eq. 11).
         ``clip_denoised`` clamps that estimate to the data range [-1, 1]; ``pred_eps`` is the noise
         consistent with the (possibly clamped) estimate.
+        t: indices [N], or one int for the whole batch (the samplers' case: every coefficient is
+        then a number, see `extract`, and so are a fixed variance and its log).
         """
-        out = self._model_output(model, x_t, t)
+        t_model = t if isinstance(t, Tensor) else torch.full((x_t.shape[0],), t, device=x_t.device)
+        out = self._model_output(model, x_t, t_model)
         C = x_t.shape[1]
         if self.var_type is VarType.LEARNED_RANGE:
             out, v = out.split(C, dim=1)
@@ -178,8 +171,8 @@ class GaussianDiffusion:
             variance = torch.exp(log_variance)
         else:
             variance_table, log_variance_table = self._fixed_variance[self.var_type]
-            variance = extract(variance_table, t, x_t).expand_as(x_t)
-            log_variance = extract(log_variance_table, t, x_t).expand_as(x_t)
+            variance = _per_element(extract(variance_table, t, x_t), x_t)
+            log_variance = _per_element(extract(log_variance_table, t, x_t), x_t)
 
         if self.mean_type is MeanType.EPS:
             pred_x0 = self.x0_from_eps(x_t, t, out)
@@ -206,60 +199,6 @@ class GaussianDiffusion:
                 f"{self.var_type.value}"
             )
         return out
-
-    def p_step(
-        self,
-        model: Model,
-        x_t: Tensor,
-        step: int,
-        clip_denoised: bool = True,
-        with_eps: bool = False,
-    ) -> PStep:
-        """`p_mean_variance` for a batch whose elements all sit at one timestep index, the
-        samplers' case, in the few tensor operations a sampling step needs.
-
-        The same formulas, but each schedule coefficient is read once from the float64 tables as a
-        Python number: no gathers, no range checks on the device, no host-device synchronisation.
-        ``with_eps`` also returns the noise consistent with the (possibly clamped) x_0 estimate.
-        """
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < self.T:
-            raise ValueError(
-                f"step = {step!r} is out of range; valid indices are 0..{self.T - 1} (T = {self.T})"
-            )
-        s = self.schedule
-        t = torch.full((x_t.shape[0],), step, dtype=torch.long, device=x_t.device)
-        out = self._model_output(model, x_t, t)
-        if self.var_type is VarType.LEARNED_RANGE:
-            out, v = out.split(x_t.shape[1], dim=1)
-            frac = (v + 1) / 2  # as in p_mean_variance
-            log_variance = frac * float(self._log_betas[step]) + (1 - frac) * float(
-                s.log_beta_tilde_clipped[step]
-            )
-            std: float | Tensor = torch.exp(0.5 * log_variance)
-        else:
-            std = math.exp(0.5 * float(self._fixed_variance[self.var_type][1][step]))
-        recip, recipm1 = float(s.sqrt_recip_alpha_bar[step]), float(s.sqrt_recipm1_alpha_bar[step])
-        if self.mean_type is MeanType.EPS:
-            pred_x0 = recip * x_t - recipm1 * out
-        elif self.mean_type is MeanType.X0:
-            pred_x0 = out
-        else:
-            pred_x0 = (
-                float(s.sqrt_alpha_bar[step]) * x_t - float(s.sqrt_one_minus_alpha_bar[step]) * out
-            )
-        if clip_denoised:
-            pred_x0 = pred_x0.clamp(-1, 1)
-        pred_eps = None
-        if with_eps:
-            if self.mean_type is MeanType.EPS and not clip_denoised:
-                pred_eps = out
-            else:
-                pred_eps = (recip * x_t - pred_x0) / recipm1
-        mean = (
-            float(s.posterior_mean_coef_x0[step]) * pred_x0
-            + float(s.posterior_mean_coef_xt[step]) * x_t
-        )
-        return PStep(mean, std, pred_x0, pred_eps)
 
     # ----- conversions among x0, eps, v and the score (all from x_t = sqrt(ab) x0 + sqrt(1-ab) eps)
 
@@ -307,6 +246,11 @@ class GaussianDiffusion:
         With the model's eps this estimates the score of the marginal q(x_t).
         """
         return -eps / extract(self.schedule.sqrt_one_minus_alpha_bar, t, eps)
+
+
+def _per_element(value: Tensor | float, x: Tensor) -> Tensor | float:
+    """A gathered [N, 1, ...] coefficient expanded to x's shape; a number (one shared t) as is."""
+    return value.expand_as(x) if isinstance(value, Tensor) else value
 
 
 def _check_same_shape(**tensors: Tensor) -> None:

@@ -82,10 +82,10 @@ def ancestral_sample_progressive(
     """
     x = _start(shape, generator, device, x_T)
     for step in tqdm(range(diffusion.T - 1, -1, -1), disable=not progress, desc="sampling"):
-        p = diffusion.p_step(model, x, step, clip_denoised=clip_denoised)
+        p = diffusion.p_mean_variance(model, x, step, clip_denoised=clip_denoised)
         x = p.mean
         if step > 0:
-            x = x + p.std * _randn_like(x, generator)
+            x = x + p.variance**0.5 * _randn_like(x, generator)
         yield SampleStep(step, x, p.pred_x0)
 
 
@@ -175,7 +175,7 @@ def ddim_sample_progressive(
     x = _start(shape, generator, device, x_T)
     pairs = list(zip(reversed(seq), [*reversed(seq[:-1]), None], strict=True))
     for step, prev in tqdm(pairs, disable=not progress, desc="ddim"):
-        p = diffusion.p_step(model, x, step, clip_denoised=clip_denoised, with_eps=True)
+        p = diffusion.p_mean_variance(model, x, step, clip_denoised=clip_denoised)
         ab_t = float(alpha_bar[step])
         ab_s = float(alpha_bar[prev]) if prev is not None else 1.0
         sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))

@@ -196,14 +196,22 @@ def _forget(table_id: int) -> None:
         del _DEVICE_TABLES[key]
 
 
-def extract(table: np.ndarray, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def extract(table: np.ndarray, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor | float:
     """Gather ``table[t]`` for a batch of timestep indices and shape it to broadcast against ``x``.
 
     table: float64 array [T]. t: integer tensor [N], each in {0, ..., T-1}. x: tensor [N, ...].
     Returns [N, 1, ..., 1] (as many dims as ``x``) with x's dtype and device; the gather happens in
     float64 (float32 on MPS) and only the result is cast.
+    A Python int t is one index shared by the whole batch (a sampler's step): the entry is returned
+    as a Python float, which broadcasts without a gather or a host-device synchronisation.
     """
     T = len(table)
+    if isinstance(t, int) and not isinstance(t, bool):
+        if not 0 <= t < T:
+            raise ValueError(
+                f"timestep {t} is out of range; valid indices are 0..{T - 1} (T = {T})"
+            )
+        return float(table[t])
     if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.is_complex():
         raise ValueError(f"timesteps must be an integer tensor, indices in [0, {T - 1}]; got {t!r}")
     if t.dtype == torch.bool:

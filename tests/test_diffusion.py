@@ -250,9 +250,9 @@ def test_out_of_range_timestep_is_rejected():
 @pytest.mark.parametrize("mean_type", list(MeanType))
 @pytest.mark.parametrize("var_type", list(VarType))
 @pytest.mark.parametrize("clip", [True, False])
-def test_p_step_agrees_with_p_mean_variance(mean_type, var_type, clip):
-    # The samplers' fast path against the per-example path, which the tests above check against
-    # closed forms: same mean, spread, x_0 and eps estimates at every kind of step.
+def test_one_int_timestep_agrees_with_per_example_timesteps(mean_type, var_type, clip):
+    # The samplers' path (one int t, coefficients as numbers) against the per-example path, which
+    # the tests above check against closed forms: same mean, spread, x_0 and eps estimates.
     d = make(mean_type, var_type)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 5, generator=gen) * 2
@@ -262,22 +262,28 @@ def test_p_step_agrees_with_p_mean_variance(mean_type, var_type, clip):
         return torch.einsum("oc,ncl->nol", weight, x_t) * (1 + t.float()[:, None, None] / T)
 
     for step in (0, 1, 17, T - 1):
-        t = torch.full((4,), step)
-        want = d.p_mean_variance(model, x, t, clip_denoised=clip)
-        got = d.p_step(model, x, step, clip_denoised=clip, with_eps=True)
+        want = d.p_mean_variance(model, x, torch.full((4,), step), clip_denoised=clip)
+        got = d.p_mean_variance(model, x, step, clip_denoised=clip)
         torch.testing.assert_close(got.mean, want.mean)
         torch.testing.assert_close(got.pred_x0, want.pred_x0)
         torch.testing.assert_close(got.pred_eps, want.pred_eps)
-        std = torch.as_tensor(got.std, dtype=x.dtype).expand_as(x)
-        torch.testing.assert_close(std, torch.exp(0.5 * want.log_variance))
-        assert d.p_step(model, x, step, clip_denoised=clip).pred_eps is None
+        for name in ("variance", "log_variance"):
+            value = torch.as_tensor(getattr(got, name), dtype=x.dtype).expand_as(x)
+            torch.testing.assert_close(value, getattr(want, name))
+        if var_type is not VarType.LEARNED_RANGE:
+            assert isinstance(got.variance, float)  # no per-element work for a shared t
 
 
-def test_p_step_rejects_bad_steps():
+def test_one_int_timestep_rejects_bad_steps():
     d = make()
     x = torch.zeros(2, 3)
-    for step in (-1, T, 2.0, True, torch.tensor(3)):
+    for step in (-1, T):
         with pytest.raises(ValueError, match="out of range; valid indices are 0..49"):
-            d.p_step(lambda x_t, t: x_t, x, step)
+            d.p_mean_variance(lambda x_t, t: x_t, x, step)
+    for step in (2.0, True):
+        with pytest.raises(ValueError, match="integer"):
+            d.p_mean_variance(lambda x_t, t: x_t, x, step)
+    with pytest.raises(ValueError, match="shape"):
+        d.p_mean_variance(lambda x_t, t: x_t, x, torch.tensor(3))
     with pytest.raises(ValueError, match="model output has shape"):
-        d.p_step(lambda x_t, t: x_t[:, :2], x, 3)
+        d.p_mean_variance(lambda x_t, t: x_t[:, :2], x, 3)

@@ -185,6 +185,13 @@ def test_extract_gathers_in_float64_and_broadcasts():
     got32 = extract(schedule.alpha_bar, t, x32)
     assert got32.shape == (3, 1) and got32.dtype == torch.float32
     assert got32.flatten().tolist() == [np.float32(schedule.alpha_bar[i]) for i in (0, 57, 99)]
+    # One index for the whole batch: the float64 entry itself, as a number.
+    shared = extract(schedule.alpha_bar, 57, x32)
+    assert isinstance(shared, float) and shared == schedule.alpha_bar[57]
+    with pytest.raises(
+        ValueError, match=r"timestep 100 is out of range; valid indices are 0\.\.99"
+    ):
+        extract(schedule.alpha_bar, 100, x32)
 
 
 @pytest.mark.parametrize(
