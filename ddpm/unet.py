@@ -253,16 +253,12 @@ def unet_preset(name: str, **overrides) -> UNetConfig:
         raise ValueError(f"unknown UNetConfig fields {unknown}; valid fields: {', '.join(valid)}")
     preset = PRESETS[name]
     if "image_size" in overrides and "attn_resolutions" not in overrides:
-        size = overrides["image_size"]
-        levels = len(overrides.get("channel_mult", preset.channel_mult))
-        if size >= 1 and size % 2 ** (levels - 1) == 0:  # else UNetConfig says what is wrong
-            new = tuple(size >> level for level in range(levels))
-            old = preset.resolutions
-            moved = (
-                r if r in new else new[min(old.index(r), levels - 1)]
-                for r in preset.attn_resolutions
-            )
-            overrides["attn_resolutions"] = tuple(dict.fromkeys(moved))
+        new = replace(preset, **overrides, attn_resolutions=()).resolutions  # validates the size
+        moved = (
+            r if r in new else new[min(preset.resolutions.index(r), len(new) - 1)]
+            for r in preset.attn_resolutions
+        )
+        overrides["attn_resolutions"] = tuple(dict.fromkeys(moved))
     return replace(preset, **overrides)
 
 

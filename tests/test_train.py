@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import compile_unavailable
 
 from ddpm import checkpoint as ckpt
 from ddpm import train as train_module
@@ -25,13 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(preset="tiny", T=40, batch_size=8, log_every=2, ckpt_every=1000, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # One thread: the same reduction order in every process (and far faster on a busy CPU).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _losses(log_path: Path) -> list[tuple[int, float, float]]:
@@ -290,6 +285,8 @@ def test_compiled_training_matches_eager(tmp_path):
     # losses as the eager run up to float32 reordering, and a checkpoint without compile's
     # "_orig_mod." prefixes that loads into a plain model.
     config = TrainConfig(**{**TINY, "log_every": 1}, steps=3, out_dir=str(tmp_path / "eager"))
+    if reason := compile_unavailable():
+        pytest.skip(reason)
     eager = train(config, progress=False)
     from torch._dynamo.utils import counters
 

@@ -1,12 +1,12 @@
 """Tests for the DDPM U-Net (ddpm/unet.py)."""
 
 import math
-import shutil
 import time
 
 import numpy as np
 import pytest
 import torch
+from support import compile_unavailable
 from torch import nn
 
 from ddpm.unet import (
@@ -250,17 +250,9 @@ def test_dropout_is_active_in_training_mode_only():
         assert not torch.equal(model.train()(x, t), model(x, t))
 
 
-def _compile_unavailable() -> str | None:
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile is not supported on this Python/platform"
-    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
-        return "torch.compile's CPU backend needs a C++ compiler"
-    return None
-
-
 def test_traces_as_one_graph():
     # fullgraph=True fails on any graph break; the "eager" backend only traces, so this is fast.
-    if reason := _compile_unavailable():
+    if reason := compile_unavailable():
         pytest.skip(reason)
     config = unet_preset("tiny")
     model = randomized(UNet(config))
@@ -272,7 +264,7 @@ def test_traces_as_one_graph():
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
-    if reason := _compile_unavailable():
+    if reason := compile_unavailable():
         pytest.skip(reason)
     config = unet_preset("tiny")
     model = randomized(UNet(config))
