@@ -71,15 +71,66 @@ def test_check_records_merge_across_parallel_readers_and_purge_per_page():
     assert main.ddpm_checks == {"b": ["new"]} and main.ddpm_check_reports == set()
 
 
-def test_a_check_must_name_an_equation_of_its_own_page(caplog):
-    math = SimpleNamespace(
-        data={"objects": {"eq-a": ("p", 1), "2.1": ("p", 2)}, "tags": {"2.1": ("p", "(2.1)")}}
-    )
-    checks = {"p": [{"label": "eq-a"}, {"label": "2.1"}, {"label": "9.9"}], "q": [{"label": "2.1"}]}
-    env = SimpleNamespace(ddpm_checks=checks, get_domain=lambda name: math)
-    assert checks_report.equation_label(env, "p", "2.1") == "2.1"
-    assert checks_report.equation_label(env, "q", "2.1") is None
-    checks_report.check_labels(None, env)
-    warned = [record.getMessage() for record in caplog.records]
-    assert len(warned) == 2
-    assert "equation (9.9)" in warned[0] and "equation (2.1)" in warned[1]
+def shown(label, pasted=True, latex=None, line=3):
+    return {
+        "label": label,
+        "pasted": pasted,
+        "latex": latex or f"a = b \\tag{{{label}}}",
+        "line": line,
+    }
+
+
+def built(label, definition=False, latex=None):
+    return {
+        "label": label,
+        "latex": latex or f"a = b \\tag{{{label}}}",
+        "definition": definition,
+        "paper": [],
+        "srepr": ["..."],
+    }
+
+
+def checked(label, claim_shown=True, passed=True, mutants=({"rejected": True},)):
+    return {
+        "label": label,
+        "passed": passed,
+        "claim_shown": claim_shown,
+        "mutants": list(mutants),
+        "description": "d",
+        "detail": "x",
+    }
+
+
+def problems(shown_list, built_list, checks):
+    return [message for message, _line in checks_report.problems(shown_list, built_list, checks)]
+
+
+def test_a_page_that_keeps_the_rules_has_no_problems():
+    assert problems([shown("1"), shown("2")], [built("1"), built("2", True)], [checked("1")]) == []
+
+
+def test_each_broken_rule_is_named_with_its_equation():
+    cases = [
+        ([shown("1", pasted=False)], [built("1")], [checked("1")], "(1) is typed into the page"),
+        ([shown("1")], [], [], "the page builds no Equation (1)"),
+        ([shown("1", latex="a = c \\tag{1}")], [built("1")], [checked("1")], "differs from"),
+        ([], [built("1")], [checked("1")], "Equation (1) is built but not shown"),
+        ([shown("1")], [built("1")], [], "(1) states a result, but no check"),
+        ([shown("1")], [built("1")], [checked("1", claim_shown=False)], "no check takes its claim"),
+        ([shown("1")], [built("1")], [checked("1"), checked("2")], "names equation (2)"),
+        ([shown("1")], [built("1")], [checked("1", mutants=())], "(1) has no mutants"),
+        ([shown("1")], [built("1")], [checked("1", passed=False)], "a check of (1) failed"),
+        (
+            [shown("1")],
+            [built("1")],
+            [checked("1", mutants=({"rejected": False},))],
+            "(1) let a mutant pass",
+        ),
+    ]
+    for shown_list, built_list, checks, message in cases:
+        found = problems(shown_list, built_list, checks)
+        assert len(found) == 1 and message in found[0], (message, found)
+
+
+def test_a_definition_needs_no_check():
+    assert problems([shown("1")], [built("1", definition=True)], []) == []

@@ -182,44 +182,117 @@ def test_citations_read_author_and_year_in_round_brackets(site):
 # --- checks ---------------------------------------------------------------------------------------
 
 
-def test_a_check_shows_its_status_under_its_equation(site):
+def test_a_check_shows_its_status_beside_its_equation(site):
     page = article(site, "checks")
-    for anchor, label in [("equation-3", "3"), ("equation-eq-gauss", "eq-gauss")]:
-        badge = page.find(id=anchor).find_next(class_="ddpm-check")
-        assert badge["data-label"] == label and "ddpm-check-passed" in badge["class"]
+    badges = page.select(".ddpm-check")
+    assert [badge["data-label"] for badge in badges] == ["3", "5"]
+    for badge in badges:
+        assert "ddpm-check-passed" in badge["class"] and "1 of 1 mutants rejected" in text(badge)
+        shown = page.find(id=f"equation-{badge['data-label']}")
+        assert rf"\tag{{{badge['data-label']}}}" in shown.get_text()
 
 
-def test_verification_report_lists_every_check(site):
+def test_shown_equations_are_the_checked_objects(site):
+    page = article(site, "checks")
+    shown = page.find(id="equation-5").get_text()
+    assert r"\sum_{k=1}^{n} k = \frac{n \left(n + 1\right)}{2}" in shown
+    links = {a["href"]: text(a) for a in page.select("a.reference.internal")}
+    assert links["#equation-3"] == "(3)" and links["#equation-5"] == "(5)"
+
+
+def test_verification_report_lists_every_equation_and_check_by_page(site):
     page = article(site, "verification")
-    rows = [[text(cell) for cell in row.find_all("td")] for row in page.select("tbody tr")]
-    assert [row[:3] + row[4:] for row in rows] == [
-        ["Checks", "(3)", "Pythagoras' identity", "✓ passed"],
-        ["Checks", "(2)", "partial sums of 1..n", "✓ passed"],
+    summary = text(page.select_one(".verification-summary"))
+    assert summary == "\u2713 every check held in this build, on 1 page."
+    totals = [[text(cell) for cell in row.find_all("td")] for row in page.select("table tbody tr")]
+    assert totals[:6] == [
+        ["Equations shown", "3"],
+        ["Equations checked", "2"],
+        ["Definitions", "1"],
+        ["Not checked", "0"],
+        ["Checks passed", "2 of 2"],
+        ["Mutants rejected", "2 of 2"],
     ]
-    assert rows[0][3] == "SymPy identity: simplify(lhs - rhs) = 0"
-    hrefs = [a["href"] for a in page.select("tbody a")]
-    assert hrefs == [
-        "checks.html",
-        "checks.html#equation-3",
-        "checks.html",
-        "checks.html#equation-eq-gauss",
+    assert [text(h) for h in page.select("p.rubric")] == [
+        "Checks",
+        "Definitions and notation (nothing to check)",
     ]
-    assert "2 checks on 1 page in this build: 2 passed, 0 failed." in text(page)
-
-
-def test_a_failing_check_fails_the_build_naming_page_and_equation(tmp_path):
-    page = (FIXTURE / "checks.md").read_text()
-    assert "\nrhs = 1\n" in page
-    book = small_book(
-        tmp_path / "book",
-        {"checks": page.replace("\nrhs = 1\n", "\nrhs = 2\n")},
-        [str(REPO / "ddpm")],
+    equations = [text(p) for p in page.select("p.verification-equation")]
+    assert equations == ["\u2713 checked (3)", "\u2713 checked (5) \u2014 Ho et al. (2020): Eq. 14"]
+    lines = [text(li) for li in page.select("ul.verification-checks li")]
+    assert lines[0] == (
+        "\u2713 Pythagoras' identity. Claim: the shown equation. Against: SymPy derivation (SymPy "
+        "simplifies the difference of the two sides). Mutants: a factor of 2 (rejected)."
     )
+    assert "Against: exact case (the running sums of 1..49)" in lines[1]
+    hrefs = [a["href"] for a in page.select("a.reference.internal")]
+    assert "checks.html#equation-3" in hrefs and "checks.html#equation-6" in hrefs
+
+
+def test_concordance_lists_the_papers_equations_against_the_books(site):
+    page = article(site, "verification")
+    rows = [[text(cell) for cell in row.find_all("td")] for row in page.select("table tbody tr")]
+    concordance = [row for row in rows if len(row) == 4]
+    assert [row[0] for row in concordance] == [f"Eq. {n}" for n in range(1, 27)] + [
+        f"Algorithm {n}" for n in range(1, 5)
+    ]
+    by_item = {row[0]: row[3] for row in concordance}
+    assert by_item["Eq. 14"] == "(5) in Checks \u2713 1 check"
+    assert by_item["Eq. 4"] == "not in the book"
+    assert "checks.html#equation-5" in [a["href"] for a in page.select("table a")]
+    assert text(page.select_one("p.concordance-summary")) == (
+        "Of the 26 numbered equations and 4 algorithms of Ho et al. (2020), 1 is derived or "
+        "restated in this book, and 1 of those by an equation whose checks ran and held while "
+        "this page was built."
+    )
+
+
+def build_variant(tmp_path: Path, old: str, new: str) -> tuple[Path, int, str]:
+    """The fixture's checks page with ``old`` replaced by ``new``, built alone."""
+    page = (FIXTURE / "checks.md").read_text()
+    assert old in page
+    book = small_book(tmp_path / "book", {"checks": page.replace(old, new)}, [str(REPO / "ddpm")])
     code, log = build(book, tmp_path / "out")
+    return book, code, log
+
+
+def test_a_false_shown_equation_fails_the_build_naming_page_and_equation(tmp_path):
+    book, code, log = build_variant(tmp_path, "\nrhs = sp.Integer(1)\n", "\nrhs = sp.Integer(2)\n")
     assert code != 0
     assert f"{book / 'checks.md'}: WARNING: Executing notebook failed" in log
     assert "CheckFailed: check of equation (3) failed: Pythagoras' identity" in log
-    assert "simplify(lhs - rhs) = -1" in log
+    assert "simplify(claim - other) = -1" in log
+
+
+def test_a_mutant_that_the_check_does_not_reject_fails_the_build(tmp_path):
+    _book, code, log = build_variant(
+        tmp_path, '{"n - 1 for n + 1": n * (n - 1) / 2}', '{"the same sum": (n**2 + n) / 2}'
+    )
+    assert code != 0
+    assert "CheckFailed: check of equation (5) failed: partial sums of 1..n" in log
+    assert "mutant not rejected (the check cannot tell it from the claim): ['the same sum']" in log
+
+
+def test_a_result_without_a_check_on_its_shown_form_fails_the_build(tmp_path):
+    _book, code, log = build_variant(tmp_path, "    gauss.rhs,\n", "    (n**2 + n) / 2,\n")
+    assert code != 0
+    assert "not a part of the shown equation" in log
+
+
+def test_an_edited_shown_equation_fails_a_build_whose_outputs_are_cached(tmp_path):
+    """jupyter-cache does not see the page's text: the Sphinx side must."""
+    book, code, log = build_variant(tmp_path, "", "")
+    assert code == 0, log[-4000:]
+    page = book / "checks.md"
+    typed = "$$\n\\sum_{k=1}^{n} k = \\frac{n (n - 1)}{2} \\tag{5}\n$$"
+    page.write_text(page.read_text().replace("```{glue:math} eq-5\n```", typed))
+    code, log = build(book, tmp_path / "out")
+    assert "Using cached notebook" in log and "Executing notebook" not in log
+    assert code != 0
+    line = page.read_text().splitlines().index("$$") + 1
+    assert (
+        f"{page}:{line}: WARNING: equation (5) is typed into the page, so no check sees it" in log
+    )
 
 
 # --- the build: cached execution, invalidated by package changes ----------------------------------
@@ -233,16 +306,20 @@ kernelspec: {name: python3, display_name: Python 3, language: python}
 
 # Cache probe
 
-$$
-1 + 1 = 2 \\tag{1}
-$$
+```{glue:math} eq-1
+```
 
 ```{code-cell} ipython3
 import probe
-from ddpm.checks import check_close
+import sympy as sp
+from ddpm.checks import Equation, check_close
 
 print(f"probe says {probe.MESSAGE}")
-check_close("1", 1 + 1, 2, "one and one make two")
+one = sp.Symbol("one")
+sum_of_ones = Equation("1", sp.Eq(one + one, 2, evaluate=False))
+sum_of_ones.glue()
+check_close(sum_of_ones, one + one, 2, "one and one make two", at={one: 1},
+            against_from="exact: counting", mutants={"three": one + one + one})
 ```
 """
 
@@ -259,7 +336,7 @@ def test_cached_pages_keep_their_checks_and_a_package_change_re_executes_them(tm
     (book / "probe").mkdir()
     (book / "probe" / "__init__.py").write_text('MESSAGE = "first"\n')
     html = tmp_path / "out" / "_build" / "html"
-    listed = "1 check on 1 page in this build: 1 passed, 0 failed."
+    listed = "one and one make two"
 
     code, log = build(book, tmp_path / "out")
     assert code == 0, log[-4000:]
@@ -292,6 +369,9 @@ def test_the_book_watches_the_package_and_mirrors_the_fixture_settings():
     # the package, and the bench results the Performance page reads
     assert book["sphinx"]["config"].pop("package_cache_paths") == ["ddpm", "bench/results"]
     fixture["sphinx"]["config"].pop("package_cache_paths")
+    # the fixture's kramdown pages type tagged equations; no page of the book may
+    assert fixture["sphinx"]["config"].pop("checked_equations_exempt") == ["intro", "kramdown"]
+    assert fixture["sphinx"]["config"].pop("paper_list") == "../../book/paper.yml"
     assert book["sphinx"]["config"] == fixture["sphinx"]["config"]
     assert book["execute"] | {"timeout": 0} == fixture["execute"] | {"timeout": 0}
     assert book["parse"] == fixture["parse"]
@@ -332,6 +412,13 @@ def test_mathjax_is_served_by_the_site(site):
     assert (site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
 
 
+def test_wide_display_equations_scroll_instead_of_being_cut_off(site):
+    links = [link.get("href", "") for link in soup(site, "checks")("link")]
+    assert any(href.startswith("_static/ddpm-math.css") for href in links)
+    css = (site / "_static" / "ddpm-math.css").read_text()
+    assert re.search(r"div\.math \{\s*overflow-x: auto;", css)
+
+
 def test_executable_pages_download_as_notebooks_that_run(site, tmp_path):
     for page in ("kramdown", "checks"):
         links = [a["href"] for a in soup(site, page).find_all("a", href=True)]
@@ -350,7 +437,7 @@ def test_executable_pages_download_as_notebooks_that_run(site, tmp_path):
         for output in cell.outputs
         if "ddpm_check" in output.get("metadata", {})
     ]
-    assert badges == ["3", "eq-gauss"]
+    assert badges == ["3", "5"]
 
 
 @pytest.mark.browser

@@ -93,7 +93,7 @@ def test_product_of_gaussian_densities():
     x, m1, s1, m2, s2 = d.params
     assert S.identity_holds(d.variance, s1**2 * s2**2 / (s1**2 + s2**2))
     assert S.identity_holds(d.mean, (m1 / s1**2 + m2 / s2**2) * d.variance)
-    # The scale is N(mu_1; mu_2, sigma_1^2 + sigma_2^2).
+    # The scale is N(mu_a; mu_b, sigma_a^2 + sigma_b^2).
     assert S.identity_holds(d.log_scale, S.gaussian_log_pdf(m1, m2, s1**2 + s2**2))
     pdf = numeric(S.gaussian_pdf(x, m1, s1**2) * S.gaussian_pdf(x, m2, s2**2), *d.params)
     rhs = numeric(sp.exp(d.log_scale) * S.gaussian_pdf(x, d.mean, d.variance), *d.params)

@@ -16,6 +16,7 @@ tagged equation is written out whole (``nowrap``), with its tag outside any ``sp
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from docutils import nodes
@@ -150,7 +151,14 @@ class TaggedEquations(SphinxTransform):
         return f"{opening}{body}{TAG.search(text).group(0)}{closing}"
 
 
+def add_stylesheet(app: Sphinx) -> None:
+    """``builder-inited``: serve static/ddpm-math.css (wide equations scroll, not clip)."""
+    app.config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("builder-inited", add_stylesheet)
+    app.add_css_file("ddpm-math.css")
     app.add_domain(KramdownMathDomain, override=True)
     app.add_transform(InlineDoubleDollar)
     app.add_transform(TaggedEquations)

@@ -101,7 +101,7 @@ SYMBOLS = PaperSymbols(
     alpha_bar_t=sp.Symbol(r"\bar{\alpha}_t", **_pos),
     beta_t=sp.Symbol("beta_t", **_pos),
     sigma_t=sp.Symbol("sigma_t", **_pos),
-    std_x0=sp.Symbol(r"\sigma_{x_0}", **_pos),
+    std_x0=sp.Symbol(r"\sigma_{\mathrm{data}}", **_pos),
     snr=sp.Symbol(r"\mathrm{SNR}_t", **_pos),
 )
 

@@ -22,8 +22,8 @@ from ddpm.symbolic.gaussians import derive_linear_combination
 
 
 def _alpha_product() -> sp.Product:
-    """alpha_bar_t = prod_{s=1}^t alpha_s, unevaluated, for display."""
-    k, t = sp.symbols("s t", integer=True, positive=True)
+    """alpha_bar_t = prod_{tau=1}^t alpha_tau, unevaluated, for display."""
+    k, t = sp.symbols("tau t", integer=True, positive=True)
     return sp.Product(sp.Indexed("alpha", k), (k, 1, t))
 
 

@@ -21,14 +21,14 @@ from ddpm.symbolic.algebra import (
 )
 
 _u, _x = sp.symbols("u x", real=True)
-_m1, _m2 = sp.symbols("mu_1 mu_2", real=True)
-_s1, _s2 = sp.symbols("sigma_1 sigma_2", positive=True)
+_ma, _mb = sp.symbols("mu_a mu_b", real=True)
+_sa, _sb = sp.symbols("sigma_a sigma_b", positive=True)
 
 
 @cache
 def _gaussian_mgf() -> sp.Expr:
-    """E[exp(u X)] for X ~ N(mu_1, sigma_1^2), as a function of u, by integration."""
-    integrand = sp.exp(_u * _x) * gaussian_pdf(_x, _m1, _s1**2)
+    """E[exp(u X)] for X ~ N(mu_a, sigma_a^2), as a function of u, by integration."""
+    integrand = sp.exp(_u * _x) * gaussian_pdf(_x, _ma, _sa**2)
     return sp.simplify(sp.integrate(integrand, (_x, -sp.oo, sp.oo), conds="none"))
 
 
@@ -51,8 +51,8 @@ def derive_linear_combination(
     which is the signature of a Gaussian, and its first two derivatives at 0 give mean and variance.
     """
     mgf = _gaussian_mgf()
-    m_z = mgf.subs({_u: a * _u, _m1: m_x, _s1: sp.sqrt(v_x)}) * mgf.subs(
-        {_u: b * _u, _m1: m_y, _s1: sp.sqrt(v_y)}
+    m_z = mgf.subs({_u: a * _u, _ma: m_x, _sa: sp.sqrt(v_x)}) * mgf.subs(
+        {_u: b * _u, _ma: m_y, _sa: sp.sqrt(v_y)}
     )
     cgf = sp.expand(sp.expand_log(sp.log(m_z), force=True))
     if sp.degree(cgf, _u) > 2:
@@ -62,9 +62,12 @@ def derive_linear_combination(
     steps = (
         Step("MGF of a Gaussian, by integration", equation(label(r"\operatorname{M}_X(u)"), mgf)),
         Step("independence: the MGF of a X + b Y is a product", equation(label("M_Z(u)"), m_z)),
-        Step("its log is quadratic in u, so Z is Gaussian", equation(label("K_Z(u)"), cgf)),
-        Step("mean = K'(0)", equation(label(r"\mathbb{E}[Z]"), mean)),
-        Step("variance = K''(0)", equation(label(r"\operatorname{Var}[Z]"), variance)),
+        Step("its log is quadratic in u, so Z is Gaussian", equation(label(r"\log M_Z(u)"), cgf)),
+        Step("mean: the first derivative of log M_Z at 0", equation(label(r"\mathbb{E}[Z]"), mean)),
+        Step(
+            "variance: the second derivative of log M_Z at 0",
+            equation(label(r"\operatorname{Var}[Z]"), variance),
+        ),
     )
     return LinearCombinationDerivation(steps, mean, variance)
 
@@ -81,7 +84,7 @@ class ReparameterisationDerivation(NamedTuple):
 def derive_reparameterisation() -> ReparameterisationDerivation:
     """Change of variables: p_x(x) = p_eps((x - mu) / sigma) |d eps / d x| = N(x; mu, sigma^2)."""
     eps = sp.Symbol("epsilon", real=True)
-    inverse = sp.solve(sp.Eq(_x, _m1 + _s1 * eps), eps)[0]
+    inverse = sp.solve(sp.Eq(_x, _ma + _sa * eps), eps)[0]
     jacobian = sp.Abs(sp.diff(inverse, _x))
     density = sp.simplify(gaussian_pdf(inverse, 0, 1) * jacobian)
     steps = (
@@ -89,12 +92,12 @@ def derive_reparameterisation() -> ReparameterisationDerivation:
         Step("its Jacobian", equation(label(r"\left|d\epsilon/dx\right|"), jacobian)),
         Step("change of variables", equation(label("p_x(x)"), density)),
     )
-    return ReparameterisationDerivation(steps, density, (_x, _m1, _s1))
+    return ReparameterisationDerivation(steps, density, (_x, _ma, _sa))
 
 
 class GaussianProductDerivation(NamedTuple):
-    """N(x; mu_1, s_1^2) N(x; mu_2, s_2^2) = exp(log_scale) N(x; mean, variance);
-    params = (x, mu_1, sigma_1, mu_2, sigma_2)."""
+    """N(x; mu_a, sigma_a^2) N(x; mu_b, sigma_b^2) = exp(log_scale) N(x; mean, variance);
+    params = (x, mu_a, sigma_a, mu_b, sigma_b)."""
 
     steps: Steps
     mean: sp.Expr
@@ -106,7 +109,7 @@ class GaussianProductDerivation(NamedTuple):
 @cache
 def derive_gaussian_product() -> GaussianProductDerivation:
     """Product of two Gaussian densities in the same variable, by completing the square."""
-    log_product = gaussian_log_pdf(_x, _m1, _s1**2) + gaussian_log_pdf(_x, _m2, _s2**2)
+    log_product = gaussian_log_pdf(_x, _ma, _sa**2) + gaussian_log_pdf(_x, _mb, _sb**2)
     square = complete_square(log_product, _x)
     variance = sp.factor(1 / square.precision)
     # What is left after taking out a normalised Gaussian in x.
@@ -117,12 +120,12 @@ def derive_gaussian_product() -> GaussianProductDerivation:
         Step("mean: precision-weighted average", equation(label(r"\mu"), square.mean)),
         Step("the scale left over", equation(label(r"\log Z"), log_scale)),
     )
-    params = (_x, _m1, _s1, _m2, _s2)
+    params = (_x, _ma, _sa, _mb, _sb)
     return GaussianProductDerivation(steps, square.mean, variance, log_scale, params)
 
 
 class KLDerivation(NamedTuple):
-    """KL(N(mu_1, sigma_1^2) || N(mu_2, sigma_2^2)); params = (mu_1, sigma_1, mu_2, sigma_2)."""
+    """KL(N(mu_a, sigma_a^2) || N(mu_b, sigma_b^2)); params = (mu_a, sigma_a, mu_b, sigma_b)."""
 
     steps: Steps
     kl: sp.Expr
@@ -133,8 +136,8 @@ class KLDerivation(NamedTuple):
 def derive_gaussian_kl() -> KLDerivation:
     """KL = E_p[log p(x) - log q(x)]. The log ratio is a quadratic in x, so only E_p[x] and
     E_p[x^2] are needed; both are integrals against the density p."""
-    p = gaussian_pdf(_x, _m1, _s1**2)
-    log_ratio = sp.expand(gaussian_log_pdf(_x, _m1, _s1**2) - gaussian_log_pdf(_x, _m2, _s2**2))
+    p = gaussian_pdf(_x, _ma, _sa**2)
+    log_ratio = sp.expand(gaussian_log_pdf(_x, _ma, _sa**2) - gaussian_log_pdf(_x, _mb, _sb**2))
     moments = [sp.simplify(sp.integrate(_x**k * p, (_x, -sp.oo, sp.oo))) for k in (1, 2)]
     c0, c1, c2 = (log_ratio.coeff(_x, k) for k in (0, 1, 2))
     kl = tidy(c0 + c1 * moments[0] + c2 * moments[1])
@@ -146,7 +149,7 @@ def derive_gaussian_kl() -> KLDerivation:
         Step("second moment of p", equation(label(r"\mathbb{E}_p[x^2]"), moments[1])),
         Step("take the expectation term by term", equation(label(r"D_{\mathrm{KL}}(p\|q)"), kl)),
     )
-    return KLDerivation(steps, kl, (_m1, _s1, _m2, _s2))
+    return KLDerivation(steps, kl, (_ma, _sa, _mb, _sb))
 
 
 def gaussian_kl(m1: sp.Expr, s1: sp.Expr, m2: sp.Expr, s2: sp.Expr) -> sp.Expr:
