@@ -215,10 +215,15 @@ def test_verification_report_lists_every_equation_and_check_by_page(site):
     ]
     assert [text(h) for h in page.select("p.rubric")] == [
         "Checks",
-        "Definitions and notation (nothing to check)",
+        "Definitions and notation (nothing to prove; a check, where there is one, compares the "
+        "package with the definition)",
     ]
     equations = [text(p) for p in page.select("p.verification-equation")]
-    assert equations == ["\u2713 checked (3)", "\u2713 checked (5) \u2014 Ho et al. (2020): Eq. 14"]
+    assert equations == [
+        "\u2713 checked (3)",
+        "\u2713 checked (5) \u2014 Ho et al. (2020): Eq. 14",
+        "definition (6) on Checks",
+    ]
     lines = [text(li) for li in page.select("ul.verification-checks li")]
     assert lines[0] == (
         "\u2713 Pythagoras' identity. Claim: the shown equation. Against: SymPy derivation (SymPy "

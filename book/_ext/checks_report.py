@@ -353,18 +353,19 @@ class FillVerificationReport(ReportBase):
             out.append(heading)
             for eq, checks in results:
                 out.extend(self.equation_entry(docname, eq, checks))
-        definitions = [(doc, eq) for doc, eq, _c in rows if eq["definition"]]
+        definitions = [(doc, eq, checks) for doc, eq, checks in rows if eq["definition"]]
         if definitions:
-            heading = nodes.rubric(text="Definitions and notation (nothing to check)")
-            out.append(heading)
-            items = nodes.bullet_list()
-            for docname, eq in definitions:
-                item = nodes.paragraph()
-                item += self.equation_link(docname, eq["label"])
-                item += nodes.Text(" on ")
-                item += self.page_link(docname)
-                items += nodes.list_item("", item, self.math(eq))
-            out.append(items)
+            text = "Definitions and notation (nothing to prove; a check, where there is one, "
+            text += "compares the package with the definition)"
+            out.append(nodes.rubric(text=text))
+            for docname, eq, checks in definitions:
+                title = nodes.paragraph(classes=["verification-equation"])
+                title += badge(*STATUS_BADGE["definition"])
+                title += nodes.Text(" ")
+                title += self.equation_link(docname, eq["label"])
+                title += nodes.Text(" on ")
+                title += self.page_link(docname)
+                out.extend([title, self.math(eq), *self.check_lines(checks)])
         return out
 
     def math(self, eq: dict) -> nodes.math_block:
@@ -381,10 +382,33 @@ class FillVerificationReport(ReportBase):
         title += self.equation_link(docname, eq["label"])
         if eq.get("paper"):
             title += nodes.Text(f" \u2014 Ho et al. (2020): {', '.join(paper_names(eq['paper']))}")
+        return [title, self.math(eq), *self.check_lines(checks)]
+
+    def check_lines(self, checks: list[dict]) -> list[nodes.Node]:
+        """One line per check, folded under a summary line that counts them and their mutants
+        (open when one failed), so that the page reads as a list of equations."""
+        if not checks:
+            return []
         lines = nodes.bullet_list(classes=["verification-checks"])
         for check in checks:
             lines += nodes.list_item("", self.check_line(check))
-        return [title, self.math(eq), lines]
+        mutants = [m for check in checks for m in check.get("mutants", [])]
+        rejected = sum(m["rejected"] for m in mutants)
+        failed = not all(check["passed"] for check in checks)
+        summary = (
+            f"{plural(len(checks), 'check')}, {rejected} of {plural(len(mutants), 'mutant')} "
+            "rejected: what each compares"
+        )
+        opening = (
+            f'<details class="verification-details" style="margin-bottom:1.2em"'
+            f'{" open" if failed else ""}><summary style="cursor:pointer;color:#57606a;'
+            f'font-size:0.9em">{summary}</summary>'
+        )
+        return [
+            nodes.raw("", opening, format="html"),
+            lines,
+            nodes.raw("", "</details>", format="html"),
+        ]
 
     def check_line(self, check: dict) -> nodes.paragraph:
         line = nodes.paragraph()
