@@ -17,9 +17,11 @@ $(STAMP): requirements.txt requirements-bench.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# ruff, and the CI workflow against GitHub's workflow schema (check-jsonschema ships the schema)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

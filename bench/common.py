@@ -69,10 +69,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Installed versions by distribution name; "ddpm" is the imported package's own version (its
+    distribution is named ddpm-book, and a checkout on the path is not installed at all)."""
+    import ddpm
+
     found = {"python": platform.python_version()}
     for name in packages:
         try:
-            found[name] = metadata.version(name)
+            found[name] = ddpm.__version__ if name == "ddpm" else metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found

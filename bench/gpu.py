@@ -25,21 +25,18 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
-if __package__ in (None, ""):  # run as `python bench/gpu.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     RESULTS,
     base_parser,
     diffusers_unet,
@@ -50,11 +47,11 @@ from bench.common import (  # noqa: E402
     set_threads,
     write_json,
 )
-from ddpm.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm.losses import training_losses  # noqa: E402
-from ddpm.samplers import ancestral_sample, ddim_sample  # noqa: E402
-from ddpm.schedule import make_schedule  # noqa: E402
-from ddpm.unet import UNet, UNetConfig, unet_preset  # noqa: E402
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.losses import training_losses
+from ddpm.samplers import ancestral_sample, ddim_sample
+from ddpm.schedule import make_schedule
+from ddpm.unet import UNet, UNetConfig, unet_preset
 
 # The paper's TPU v3-8 (Ho et al. 2020, Appendix B) and the issue's goals for one H200.
 ANCHORS = {
@@ -73,20 +70,46 @@ class Sizes:
     """What the run measures; `FULL` on the GPU, `QUICK` on the CPU for tests."""
 
     config: UNetConfig
-    batches: tuple[int, ...]  # training batch sizes; the first is the paper's 128
+    batches: tuple[int, int]  # training batch sizes: the paper's 128, and a larger one
     train_steps: int  # timed steps per measurement
     warmup_steps: int  # untimed steps first (the first compiles)
     samples: int  # images per sampling run
     T: int  # diffusion steps
     ddim_steps: int
     matmul_size: int  # side of the square matrices of the peak measurement
+    # Rough seconds a section takes, used to skip what no longer fits the budget: a training or
+    # sampling measurement, plus `compile_s` where the network is compiled (compiles dominate).
+    train_s: float
+    sample_s: float
+    compile_s: float
 
 
-FULL = Sizes(unet_preset("cifar10"), (128, 256), 25, 3, 256, 1000, 50, 8192)
-QUICK = Sizes(unet_preset("tiny", base_channels=32), (4, 8), 2, 1, 4, 25, 5, 256)
-
-# Rough seconds each section takes on an H200 (compiles dominate), used to skip what no longer fits.
-ESTIMATES_S = {"compile": 75.0, "train": 15.0, "sample": 25.0}
+FULL = Sizes(
+    config=unet_preset("cifar10"),
+    batches=(128, 256),
+    train_steps=25,
+    warmup_steps=3,
+    samples=256,
+    T=1000,
+    ddim_steps=50,
+    matmul_size=8192,
+    train_s=15.0,  # on an H200
+    sample_s=25.0,
+    compile_s=75.0,
+)
+QUICK = Sizes(
+    config=unet_preset("tiny", base_channels=32),
+    batches=(4, 8),
+    train_steps=2,
+    warmup_steps=1,
+    samples=4,
+    T=25,
+    ddim_steps=5,
+    matmul_size=256,
+    train_s=1.0,
+    sample_s=1.0,
+    compile_s=5.0,
+)
 
 
 class Budget:
@@ -390,66 +413,109 @@ def sample_time(
     }
 
 
-def plan(
-    sizes: Sizes, device: torch.device, backend: str, quick: bool
-) -> list[tuple[str, float, Callable[[], dict]]]:
-    """The training and sampling sections, most important first, so that what a short budget
-    drops matters least: (name, estimated seconds, callable). --quick keeps one of each code path.
+class Section(NamedTuple):
+    """One guarded step of the run: its key in the results, its estimated seconds, what it does."""
+
+    name: str
+    estimate_s: float
+    run: Callable[[], dict]
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """A training measurement (`train_throughput`): one network in one setting."""
+
+    model: str  # "ours" or "diffusers"
+    bf16: bool  # bf16 autocast, else fp32
+    compiled: bool  # torch.compile, else eager
+    large_batch: bool = False  # the larger of `Sizes.batches`, else the paper's 128
+
+    def section(self, sizes: Sizes, device: torch.device, backend: str) -> Section:
+        batch = sizes.batches[1 if self.large_batch else 0]
+        precision = "bf16" if self.bf16 else "fp32"
+        mode = "compile" if self.compiled else "eager"
+        return Section(
+            f"train_{self.model}_b{batch}_{precision}_{mode}",
+            sizes.train_s + (sizes.compile_s if self.compiled else 0.0),
+            lambda: train_throughput(
+                self.model, sizes, batch, self.bf16, self.compiled, device, backend
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """A sampling measurement (`sample_time`): one network, one sampler, one mode."""
+
+    model: str  # "ours" or "diffusers"
+    mode: str  # "eager", "compile" or "cudagraphs" (which falls back to "compile" off CUDA)
+    ddim: bool = False  # DDIM at `Sizes.ddim_steps`, else ancestral over all T steps
+
+    def section(self, sizes: Sizes, device: torch.device, backend: str) -> Section:
+        mode = "compile" if self.mode == "cudagraphs" and device.type != "cuda" else self.mode
+        return Section(
+            f"sample_{self.model}_{'ddim' if self.ddim else 'ancestral'}_{mode}",
+            sizes.sample_s + (sizes.compile_s if mode != "eager" else 0.0),
+            lambda: sample_time(self.model, sizes, mode, device, backend, self.ddim),
+        )
+
+
+# The training and sampling measurements, most important first, so that what a short budget
+# drops matters least. Every training setting of ours has diffusers' twin beside it.
+PLAN: tuple[TrainRun | SampleRun, ...] = (
+    # Eager at batch 128, bf16 and fp32: the like-for-like baseline.
+    TrainRun("ours", bf16=True, compiled=False),
+    TrainRun("diffusers", bf16=True, compiled=False),
+    TrainRun("ours", bf16=False, compiled=False),
+    TrainRun("diffusers", bf16=False, compiled=False),
+    SampleRun("ours", "eager"),
+    SampleRun("ours", "eager", ddim=True),
+    # The settings of the goals (compiled, CUDA graphs), and diffusers' sampling loop.
+    TrainRun("ours", bf16=True, compiled=True),
+    SampleRun("ours", "cudagraphs"),
+    TrainRun("diffusers", bf16=True, compiled=True),
+    SampleRun("diffusers", "eager"),
+    # The larger batch, eager and compiled.
+    TrainRun("ours", bf16=True, compiled=False, large_batch=True),
+    TrainRun("diffusers", bf16=True, compiled=False, large_batch=True),
+    TrainRun("ours", bf16=True, compiled=True, large_batch=True),
+    TrainRun("diffusers", bf16=True, compiled=True, large_batch=True),
+    SampleRun("ours", "compile"),
+    SampleRun("ours", "cudagraphs", ddim=True),
+    TrainRun("ours", bf16=False, compiled=True),
+    TrainRun("diffusers", bf16=False, compiled=True),
+)
+# --quick: one of each code path.
+QUICK_PLAN: tuple[TrainRun | SampleRun, ...] = (
+    TrainRun("ours", bf16=False, compiled=False),
+    TrainRun("ours", bf16=True, compiled=True),
+    TrainRun("diffusers", bf16=True, compiled=False),
+    SampleRun("ours", "eager"),
+    SampleRun("ours", "cudagraphs"),
+    SampleRun("ours", "eager", ddim=True),
+    SampleRun("diffusers", "eager"),
+)
+
+
+def sections(
+    sizes: Sizes, plan: Sequence[TrainRun | SampleRun], device: torch.device, backend: str
+) -> list[Section]:
+    """The run in order: the matmul peak, the FLOP counts of both networks, then `plan`.
+
+    Off CUDA a "cudagraphs" entry measures what a "compile" one does; the first of them is kept.
     """
-    compile_s, train_s, sample_s = (
-        (5.0, 1.0, 1.0)
-        if quick
-        else (ESTIMATES_S["compile"], ESTIMATES_S["train"], ESTIMATES_S["sample"])
-    )
-    small, large = sizes.batches[0], sizes.batches[-1]
-    graphs = "cudagraphs" if device.type == "cuda" else "compile"
-    sections = []
-
-    def train(kind, batch, bf16, compiled):
-        precision, mode = ("bf16" if bf16 else "fp32"), ("compile" if compiled else "eager")
-        sections.append(
-            (
-                f"train_{kind}_b{batch}_{precision}_{mode}",
-                train_s + (compile_s if compiled else 0.0),
-                lambda: train_throughput(kind, sizes, batch, bf16, compiled, device, backend),
-            )
-        )
-
-    def sample(kind, mode, ddim=False):
-        sections.append(
-            (
-                f"sample_{kind}_{'ddim' if ddim else 'ancestral'}_{mode}",
-                sample_s + (compile_s if mode != "eager" else 0.0),
-                lambda: sample_time(kind, sizes, mode, device, backend, ddim),
-            )
-        )
-
-    if quick:
-        train("ours", small, False, compiled=False)
-        train("ours", small, True, compiled=True)
-        train("diffusers", small, True, compiled=False)
-        sample("ours", "eager")
-        sample("ours", graphs)
-        sample("ours", "eager", ddim=True)
-        sample("diffusers", "eager")
-        return sections
-    for bf16 in (True, False):
-        for kind in ("ours", "diffusers"):
-            train(kind, small, bf16, compiled=False)
-    sample("ours", "eager")
-    sample("ours", "eager", ddim=True)
-    train("ours", small, True, compiled=True)
-    sample("ours", graphs)
-    train("diffusers", small, True, compiled=True)
-    sample("diffusers", "eager")
-    for compiled in (False, True):
-        for kind in ("ours", "diffusers"):
-            train(kind, large, True, compiled)
-    sample("ours", "compile")
-    sample("ours", graphs, ddim=True)
-    for kind in ("ours", "diffusers"):
-        train(kind, small, False, compiled=True)
-    return sections
+    run = [
+        Section("matmul_peak", 1.0, lambda: matmul_peak(device, sizes.matmul_size)),
+        *(
+            Section(f"flops_{kind}", 1.0, lambda kind=kind: count_flops(kind, sizes.config, device))
+            for kind in ("ours", "diffusers")
+        ),
+        *(entry.section(sizes, device, backend) for entry in plan),
+    ]
+    by_name: dict[str, Section] = {}
+    for section in run:
+        by_name.setdefault(section.name, section)
+    return list(by_name.values())
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -496,15 +562,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     }
     result = run_metadata("gpu", argv, settings)
     runner = Runner(result, Budget(args.budget_s), output)
-    sections = [("matmul_peak", 1.0, lambda: matmul_peak(device, sizes.matmul_size))]
-    for kind in ("ours", "diffusers"):
-        sections.append(
-            (f"flops_{kind}", 1.0, lambda kind=kind: count_flops(kind, sizes.config, device))
-        )
-    sections += plan(sizes, device, backend, args.quick)
-    for name, estimate, fn in sections:
-        if args.only is None or re.search(args.only, name):
-            runner.run(name, estimate, fn)
+    for section in sections(sizes, QUICK_PLAN if args.quick else PLAN, device, backend):
+        if args.only is None or re.search(args.only, section.name):
+            runner.run(*section)
 
     result["summary"] = summarize_run(result)
     finish(result)

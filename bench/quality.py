@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/quality.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     base_parser,
     check_same_size,
     diffusers_unet,
@@ -43,10 +39,10 @@ from bench.common import (  # noqa: E402
     set_threads,
     write_json,
 )
-from ddpm.config import RECIPES, TrainConfig  # noqa: E402
-from ddpm.data import load_dataset, load_digits, toy_samples  # noqa: E402
-from ddpm.likelihood import calc_bpd_loop  # noqa: E402
-from ddpm.metrics import (  # noqa: E402
+from ddpm.config import RECIPES, TrainConfig, build_diffusion
+from ddpm.data import load_dataset, load_digits, toy_samples
+from ddpm.likelihood import calc_bpd_loop
+from ddpm.metrics import (
     ClassifierConfig,
     categorical_bpd,
     digits_classifier,
@@ -57,10 +53,10 @@ from ddpm.metrics import (  # noqa: E402
     sliced_wasserstein,
     to_levels,
 )
-from ddpm.metrics.baselines import GMM_CANDIDATES  # noqa: E402
-from ddpm.samplers import ancestral_sample, ddim_sample  # noqa: E402
-from ddpm.train import EpochSampler, ema_decay_at, lr_at, train  # noqa: E402
-from ddpm.unet import UNetConfig, unet_preset  # noqa: E402
+from ddpm.metrics.baselines import GMM_CANDIDATES
+from ddpm.samplers import ancestral_sample, ddim_sample
+from ddpm.train import EpochSampler, ema_decay_at, ema_update, lr_at, train
+from ddpm.unet import UNetConfig, unet_preset
 
 # Two arcs and eight separated modes: the shapes that show a sampler's coverage best. The other toys
 # of `ddpm.data` can be added with --toys.
@@ -97,14 +93,11 @@ def mean_and_sem(values: torch.Tensor) -> dict[str, float]:
 def train_diffusers_twin(
     config: TrainConfig, net: UNetConfig, data
 ) -> tuple[torch.nn.Module, float]:
-    """diffusers' UNet2DModel of the architecture `net`, trained with `config`'s budget (a resolved
-    TrainConfig): the same
-    steps, batch, data order, warm-up, clipping and EMA as `ddpm.train`, the loss written the way
-    diffusers' training examples write it (`add_noise`, MSE against the noise), our betas.
-    Returns the EMA model (eval mode) and the training seconds."""
+    """diffusers' UNet2DModel of the architecture `net`, trained with the budget of `config` (a
+    resolved TrainConfig): the same steps, batch, data order, warm-up, clipping and EMA as
+    `ddpm.train`, the loss written the way diffusers' training examples write it (`add_noise`, MSE
+    against the noise), our betas. Returns the EMA model (eval mode) and the training seconds."""
     from diffusers import DDPMScheduler
-
-    from ddpm.config import build_diffusion
 
     schedule = build_diffusion(config).schedule
     scheduler = DDPMScheduler(num_train_timesteps=schedule.T, trained_betas=schedule.betas)
@@ -126,10 +119,7 @@ def train_diffusers_twin(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        decay = ema_decay_at(step, config.ema_decay)
-        with torch.no_grad():
-            for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
-                averaged.lerp_(current, 1.0 - decay)
+        ema_update(ema, model, ema_decay_at(step, config.ema_decay))
     return ema.eval(), time.perf_counter() - start
 
 

@@ -16,17 +16,12 @@ that returns a fixed tensor, where everything left is loop.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/sampling.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     Case,
     alternate,
     finish,
@@ -38,10 +33,10 @@ from bench.common import (  # noqa: E402
     timing_parser,
     write_json,
 )
-from ddpm.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm.samplers import ancestral_sample  # noqa: E402
-from ddpm.schedule import make_schedule  # noqa: E402
-from ddpm.unet import UNet, unet_preset  # noqa: E402
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.samplers import ancestral_sample
+from ddpm.schedule import make_schedule
+from ddpm.unet import UNet, unet_preset
 
 GOAL_OVERHEAD = 0.05  # the goal: the loop's own cost below 5% of the network's time
 

@@ -13,17 +13,12 @@ the per-round ratios, and the ratio of median CPU times (steadier while the mach
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/train_step.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     Case,
     alternate,
     check_same_size,
@@ -37,10 +32,10 @@ from bench.common import (  # noqa: E402
     timing_parser,
     write_json,
 )
-from ddpm.diffusion import GaussianDiffusion  # noqa: E402
-from ddpm.losses import training_losses  # noqa: E402
-from ddpm.schedule import linear_schedule  # noqa: E402
-from ddpm.unet import UNet, unet_preset  # noqa: E402
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.losses import training_losses
+from ddpm.schedule import linear_schedule
+from ddpm.unet import UNet, unet_preset
 
 GOAL_SPEEDUP = 1.3  # the goal: ours at least 1.3x faster
 LR = 2e-4  # the paper's Adam learning rate

@@ -65,7 +65,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["UNet", "UNetConfig", "unet_preset", "timestep_embedding"], "unet"),
     "MLPDenoiser": "mlp",
     **dict.fromkeys(["ImageData", "ToyKind", "load_digits", "toy_samples", "load_dataset"], "data"),
-    **dict.fromkeys(["TrainConfig", "load_trained"], "config"),
+    "TrainConfig": "config",
+    **dict.fromkeys(["TrainedModel", "load_trained"], "trained"),
+    "pick_device": "device",
     "TrainResult": "train",
 }
 

@@ -2,9 +2,9 @@
 
 `TrainConfig` holds everything a run depends on; fields left as None take the preset's `Recipe`
 (`RECIPES`) or the data's own setting. `DataInfo` is what a checkpoint keeps about its data.
-`pick_device`, `build_diffusion` and `build_model` turn a resolved configuration into the objects
-that `ddpm.train` trains, and `load_trained` rebuilds them from a checkpoint for sampling or
-evaluation.
+`build_diffusion` and `build_model` turn a resolved configuration into the objects that
+`ddpm.train` trains and `ddpm.trained.load_trained` rebuilds from a checkpoint;
+`config_from_checkpoint` reads the configuration a checkpoint was written with.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ddpm import checkpoint as ckpt
 from ddpm.data import ImageData
 from ddpm.diffusion import GaussianDiffusion, MeanType, VarType
-from ddpm.distributed import local_rank
 from ddpm.losses import LossType
 from ddpm.mlp import MLPDenoiser
 from ddpm.schedule import ScheduleKind, make_schedule, parse_choice
@@ -84,7 +82,7 @@ class TrainConfig:
     dropout: float | None = None  # None: the preset's (0.1 for cifar10, as in the paper)
     hflip: bool | None = None  # random horizontal flips; None: as the data say (not for digits)
     seed: int = 0
-    device: str = "auto"  # "auto" picks CUDA, then MPS, then the CPU
+    device: str = "auto"  # `ddpm.device.pick_device`: "auto" is CUDA, then MPS, then the CPU
     # bf16 autocast of the network; None: on with CUDA, off elsewhere (CPUs without bf16 units
     # only get slower); True also turns it on for a CPU or MPS device.
     bf16: bool | None = None
@@ -183,27 +181,6 @@ class DataInfo:
         return cls(data.name, tuple(data.train.shape[1:]), data.num_levels)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """ "auto": CUDA if available (this process's GPU under torchrun), then MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank())
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for, but MPS is not available here")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank())
-    return device
-
-
 def build_diffusion(config: TrainConfig) -> GaussianDiffusion:
     return GaussianDiffusion(
         make_schedule(config.schedule, config.T), config.mean_type, config.var_type
@@ -226,36 +203,6 @@ def build_model(config: TrainConfig, info: DataInfo) -> nn.Module:
         learn_sigma=learn_sigma,
     )
     return UNet(unet)
-
-
-@dataclass
-class TrainedModel:
-    """A checkpoint rebuilt for sampling or evaluation."""
-
-    config: TrainConfig
-    model: nn.Module  # in eval mode, on the requested device
-    diffusion: GaussianDiffusion
-    data: DataInfo
-    step: int
-
-
-def load_trained(
-    run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu"
-) -> TrainedModel:
-    """Rebuild the model of a checkpoint with its EMA (default) or trained weights."""
-    saved = ckpt.read_checkpoint(run_dir)
-    config = config_from_checkpoint(saved)
-    try:
-        info = DataInfo(**saved.state["data"])
-        info = replace(info, shape=tuple(info.shape))
-    except (KeyError, TypeError) as err:
-        raise ckpt.CheckpointError(
-            f"{Path(run_dir) / ckpt.MANIFEST}: no description of the data ({err})"
-        ) from err
-    model = build_model(config, info)
-    ckpt.load_weights(saved, model, weights)
-    device = pick_device(device) if isinstance(device, str) else device
-    return TrainedModel(config, model.to(device).eval(), build_diffusion(config), info, saved.step)
 
 
 def config_from_checkpoint(saved: ckpt.Checkpoint) -> TrainConfig:

@@ -49,9 +49,9 @@ from ddpm.config import (
     build_diffusion,
     build_model,
     config_from_checkpoint,
-    pick_device,
 )
 from ddpm.data import load_dataset, random_hflip
+from ddpm.device import pick_device
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.distributed import DistContext, init_distributed, mean_over_ranks, shard
 from ddpm.distributed import shutdown as shutdown_distributed
@@ -131,6 +131,16 @@ def ema_decay_at(step: int, decay: float) -> float:
     the average forget the random initialisation within the first few percent of any run.
     """
     return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Move each parameter of `ema` towards `model`'s: ema <- decay * ema + (1 - decay) * model.
+
+    The two modules must have the same parameters, in the same order (`ema` is a copy of `model`).
+    """
+    for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
+        averaged.lerp_(current, 1.0 - decay)
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -405,12 +415,7 @@ class Trainer:
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
-        decay = ema_decay_at(self.step, self.config.ema_decay)
-        with torch.no_grad():
-            for averaged, current in zip(
-                self.ema.parameters(), self.model.parameters(), strict=True
-            ):
-                averaged.lerp_(current, 1.0 - decay)
+        ema_update(self.ema, self.model, ema_decay_at(self.step, self.config.ema_decay))
         self.step += 1
         self.pending.append(loss.detach())
         return lr

@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(REPO))
+import ddpm
+from bench import common
+from ddpm.unet import PRESETS, UNet, unet_preset
 
 pytest.importorskip("diffusers", reason="the benchmarks compare with diffusers")
-
-from bench import common  # noqa: E402
-from ddpm.unet import PRESETS, UNet, unet_preset  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +32,7 @@ def read_result(path: Path, benchmark: str) -> dict:
         assert key in data
     assert data["machine"]["cpu"] and data["machine"]["logical_cpus"] >= 1
     assert {"python", "torch", "diffusers", "ddpm"} <= set(data["versions"])
+    assert data["versions"]["ddpm"] == ddpm.__version__  # the code that ran, however installed
     assert data["settings"]["quick"] is True
     return data
 
@@ -122,6 +119,8 @@ def test_gpu_script_quick_on_the_cpu(tmp_path):
     sections = data["sections"]
     failed = {k: v for k, v in sections.items() if v["status"] != "ok"}
     assert not failed
+    # the matmul peak, the two FLOP counts, then every entry of the quick plan
+    assert len(sections) == 3 + len(gpu.QUICK_PLAN)
     flops = sections["flops_ours"]["result"]
     assert flops["forward_gflop_per_image"] > 0
     # Backward costs about twice the forward (the input gradient and the weight gradient).
@@ -134,6 +133,33 @@ def test_gpu_script_quick_on_the_cpu(tmp_path):
     assert any(k.startswith("train_") and "compile" in k for k in sections)
     assert data["summary"]["best_train_images_per_s"]["ours"] > 0
     assert data["summary"]["goal_train_met"] is None  # toy sizes: the goals do not apply
+
+
+def test_gpu_plan_names_every_section_once():
+    from bench import gpu
+
+    # On CUDA every entry of the plan is its own measurement; elsewhere CUDA graphs fall back to
+    # compile, and an entry that then repeats one already planned is run once.
+    for device, planned in (("cuda", 3 + len(gpu.PLAN)), ("cpu", None)):
+        names = [s.name for s in gpu.sections(gpu.FULL, gpu.PLAN, torch.device(device), "eager")]
+        assert len(set(names)) == len(names), names
+        if planned is not None:
+            assert len(names) == planned
+    graphs = gpu.SampleRun("ours", "cudagraphs").section(gpu.FULL, torch.device("cuda"), "eager")
+    assert graphs.name == "sample_ours_ancestral_cudagraphs"
+
+
+def test_gpu_plan_measures_diffusers_in_every_training_setting_of_ours():
+    from bench import gpu
+
+    def settings(model):
+        return {
+            (e.bf16, e.compiled, e.large_batch)
+            for e in gpu.PLAN
+            if isinstance(e, gpu.TrainRun) and e.model == model
+        }
+
+    assert settings("ours") == settings("diffusers")
 
 
 def test_gpu_script_records_a_failing_section_and_goes_on(tmp_path):
@@ -172,6 +198,27 @@ def test_quality_quick(tmp_path):
     assert digits["frechet"]["floor_train_vs_test"] >= 0
     (toy,) = data["toys"]
     assert toy["sliced_wasserstein"] >= 0 and toy["sliced_wasserstein_floor"] >= 0
+
+
+def test_the_diffusers_twin_averages_its_weights_with_the_trainers_ema_update(monkeypatch):
+    from bench import quality
+    from ddpm import train as train_module
+    from ddpm.config import TrainConfig
+    from ddpm.data import load_digits
+
+    assert quality.ema_update is train_module.ema_update  # one EMA for both trainings
+    decays = []
+
+    def spy(ema, model, decay):
+        decays.append(decay)
+        train_module.ema_update(ema, model, decay)
+
+    monkeypatch.setattr(quality, "ema_update", spy)
+    data = load_digits()
+    config = TrainConfig(preset="tiny", T=40, steps=3, batch_size=4).resolve(data)
+    quality.train_diffusers_twin(config, unet_preset("tiny", base_channels=32), data)
+    # the warmed-up decay (1 + s) / (10 + s) after s = 0, 1, 2 updates
+    assert decays == [1 / 10, 2 / 11, 3 / 12]
 
 
 def test_cli_digits_quick(tmp_path):

@@ -4,19 +4,22 @@ import argparse
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from ddpm.cli import main
-from ddpm.cli.commands import GRID_PAD
-from ddpm.cli.parser import build_parser
+from ddpm.cli.commands import GRID_PAD, RUN
+from ddpm.cli.options import command_parser
+from ddpm.cli.parser import SUMMARIES, build_parser
 from ddpm.config import TrainConfig
 from ddpm.diffusion import MeanType
 from ddpm.samplers import SamplerKind
 
 TINY = "--preset tiny --timesteps 40 --batch-size 8 --log-every 2 --device cpu --no-progress"
+COMMANDS = {"train", "sample", "bpd", "info"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,26 +33,39 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def _subparsers(parser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices
-    raise AssertionError("no subcommands")
+def _usage_options(parser):
+    """The long options named in a parser's usage line, as argparse itself writes it."""
+    return set(re.findall(r"--[a-z][a-z0-9-]*", parser.format_usage()))
 
 
-def test_every_option_of_every_command_has_help():
-    parser = build_parser()
-    commands = _subparsers(parser)
-    assert set(commands) == {"train", "sample", "bpd", "info"}
-    for name, sub in commands.items():
-        for action in sub._actions:
-            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
-        sub.format_help()  # every help string formats
+def test_every_command_has_a_summary_a_parser_and_a_runner():
+    assert set(SUMMARIES) == set(RUN) == COMMANDS
+    for name in COMMANDS:
+        assert command_parser(name).prog == f"ddpm {name}"
+
+
+@pytest.mark.parametrize("name", [None, *sorted(COMMANDS)])
+def test_every_option_of_every_command_has_help(name):
+    parser = build_parser() if name is None else command_parser(name)
+    listed = {s for action in parser.arguments for s in action.option_strings}
+    assert _usage_options(parser) <= listed  # `arguments` misses none of the parser's options
+    for action in parser.arguments:
+        assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+    parser.format_help()  # every help string formats
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_command_help_shows_the_commands_options(capsys, name):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    # The command's own parser answers, not the top level's placeholder for it.
+    assert capsys.readouterr().out == command_parser(name).format_help()
 
 
 def test_no_options_means_the_digits_defaults():
-    args = build_parser().parse_args(["train"])
-    given = {k for k in vars(args) if k not in ("command", "resume", "no_progress")}
+    args = command_parser("train").parse_args([])
+    given = {k for k in vars(args) if k not in ("resume", "no_progress")}
     assert not given  # nothing but TrainConfig's own defaults reaches the run
     assert (TrainConfig().data, TrainConfig().preset) == ("digits", "digits")
 
@@ -60,11 +76,8 @@ def test_an_unknown_option_lists_the_valid_ones(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--stepz (did you mean --steps?)" in err
-    train_options = [
-        s for a in _subparsers(build_parser())["train"]._actions for s in a.option_strings
-    ]
     listed = err.split("valid options:")[1]
-    assert all(option in listed for option in train_options if option.startswith("--"))
+    assert all(option in listed for option in _usage_options(command_parser("train")))
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench import cli_digits
+from ddpm.config import RECIPES
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(REPO))
-
-from bench import cli_digits  # noqa: E402
-from ddpm.config import RECIPES  # noqa: E402
-
 RESULT = REPO / "bench" / "results" / "cli_digits.json"
 
 

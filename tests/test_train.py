@@ -16,9 +16,10 @@ from support import compile_unavailable
 
 from ddpm import checkpoint as ckpt
 from ddpm import train as train_module
-from ddpm.config import TrainConfig, build_model, load_trained
+from ddpm.config import TrainConfig, build_model
 from ddpm.mlp import MLPDenoiser
-from ddpm.train import EpochSampler, NonFiniteLossError, train
+from ddpm.train import EpochSampler, NonFiniteLossError, ema_update, train
+from ddpm.trained import load_trained
 from ddpm.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +154,22 @@ def test_warmup_and_ema_follow_the_recipe(tmp_path):
         initial.parameters(), one.model.parameters(), one.ema.parameters(), strict=True
     ):
         torch.testing.assert_close(ema, 0.1 * w0 + 0.9 * w1, rtol=0, atol=1e-7)
+
+
+def test_ema_update_moves_each_weight_a_share_of_the_way():
+    # decay 0.75: each averaged weight keeps three quarters of itself and takes a quarter of the
+    # current weight, 0.75 * 1 + 0.25 * 3 = 1.5; the current weights stay as they are.
+    model, ema = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3.0)
+        for p in ema.parameters():
+            p.fill_(1.0)
+    ema_update(ema, model, 0.75)
+    assert all(torch.equal(p, torch.full_like(p, 1.5)) for p in ema.parameters())
+    assert all(torch.equal(p, torch.full_like(p, 3.0)) for p in model.parameters())
+    with pytest.raises(ValueError):  # another network: the parameters do not pair up
+        ema_update(torch.nn.Linear(2, 3, bias=False), model, 0.5)
 
 
 def test_every_example_is_seen_once_per_epoch_and_the_order_resumes():

@@ -5,36 +5,25 @@
     ddpm sample --sampler ddim --steps 50 --eta 0
     ddpm bpd --split test            # the variational bound in bits/dim, every term to a file
     ddpm info runs/digits            # a checkpoint's step and configuration
+    ddpm --version
     torchrun --nproc_per_node 4 -m ddpm train --data cifar10.npz --preset cifar10
 
-The options are declared in `ddpm.cli.parser`, the commands carried out in `ddpm.cli.commands`.
+The top level (commands, --help, --version) is read by `ddpm.cli.parser`, each command's options
+by `ddpm.cli.options`; `ddpm.cli.commands` carries the commands out.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-from ddpm import checkpoint as ckpt
-from ddpm.cli.commands import run_bpd, run_info, run_sample, run_train
 from ddpm.cli.parser import build_parser
-from ddpm.train import NonFiniteLossError, TrainingInterrupted
-
-COMMANDS = {"train": run_train, "sample": run_sample, "bpd": run_bpd, "info": run_info}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except (ckpt.CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
-        print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except TrainingInterrupted as stopped:
-        print(f"ddpm train: {stopped}; continue with --resume", file=sys.stderr)
-        return 130  # the shell's code for a process stopped by SIGINT
-    except KeyboardInterrupt:
-        print(f"ddpm {args.command}: stopped; files already written are kept", file=sys.stderr)
-        return 130
-    return 0
+    top, rest = build_parser().parse_known_args(argv)  # exits here for --help and --version
+    # A command is named: only now the modules that import torch, so that the top level answers
+    # at once.
+    from ddpm.cli.commands import run
+    from ddpm.cli.options import command_parser
+
+    return run(command_parser(top.command).parse_args(rest, top))

@@ -1,4 +1,5 @@
-"""What each command of `ddpm` does, given its parsed arguments, and the files it writes."""
+"""What each command of `ddpm` does, given its parsed arguments, and the files it writes; `run`
+turns a failure the user can fix into a one-line message and an exit status."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -13,14 +15,32 @@ import numpy as np
 import torch
 
 from ddpm import checkpoint as ckpt
-from ddpm.config import TrainConfig, config_from_checkpoint, load_trained, pick_device
+from ddpm.config import TrainConfig, config_from_checkpoint
 from ddpm.data import load_dataset
+from ddpm.device import pick_device
 from ddpm.likelihood import calc_bpd_loop
 from ddpm.samplers import sample
-from ddpm.train import train
+from ddpm.train import NonFiniteLossError, TrainingInterrupted, train
+from ddpm.trained import load_trained
 
 IMAGE_PIXELS = 64  # sample grids upscale each image (nearest neighbour) to about this size
 GRID_PAD = 6  # grey pixels between the images of a grid: digits fill their whole frame
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out `args.command`; the exit status, with a one-line message for a known failure."""
+    try:
+        RUN[args.command](args)
+    except (ckpt.CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
+        print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as stopped:
+        print(f"ddpm train: {stopped}; continue with --resume", file=sys.stderr)
+        return 130  # the shell's code for a process stopped by SIGINT
+    except KeyboardInterrupt:
+        print(f"ddpm {args.command}: stopped; files already written are kept", file=sys.stderr)
+        return 130
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -180,3 +200,6 @@ def run_info(args: argparse.Namespace) -> None:
     print("config:")
     for key, value in saved.config.items():
         print(f"  {key}: {value}")
+
+
+RUN = {"train": run_train, "sample": run_sample, "bpd": run_bpd, "info": run_info}
