@@ -18,8 +18,9 @@ the losses of a run that was never interrupted.
 Steps are counted from 1: "step k" is the k-th optimizer update, and a record or checkpoint at
 step k comes after k updates.
 
-Ctrl-C (SIGINT) in a single process finishes the step under way, writes a checkpoint of it and
-raises TrainingInterrupted, so `resume=True` loses nothing; a second Ctrl-C stops at once. Under
+Ctrl-C (SIGINT), SIGTERM (what `timeout`, `docker stop`, Kubernetes and SLURM send) and SIGHUP
+(the terminal closed) in a single process finish the step under way, write a checkpoint of it and
+raise TrainingInterrupted, so `resume=True` loses nothing; a second signal stops at once. Under
 torchrun the ranks would have to agree on the step, so there the last periodic checkpoint is kept.
 """
 
@@ -65,20 +66,36 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training after a whole step, and that step's checkpoint was written."""
+    """A signal stopped training after a whole step, and that step's checkpoint was written.
 
-    def __init__(self, step: int, out_dir: Path):
-        super().__init__(f"interrupted at step {step}; its checkpoint is in {out_dir}")
-        self.step, self.out_dir = step, out_dir
+    ``signum`` is the signal (SIGINT, SIGTERM or SIGHUP); a shell reports such a stop as exit
+    status 128 + signum."""
+
+    def __init__(self, step: int, out_dir: Path, signum: int = signal.SIGINT):
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} at step {step}; its checkpoint is in {out_dir}")
+        self.step, self.out_dir, self.signum = step, out_dir, signum
+
+
+# The signals that ask a run to stop: Ctrl-C, a polite kill (timeout, docker stop, schedulers)
+# and a closed terminal. SIGHUP does not exist on Windows.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class _StopRequest:
-    requested = False
+    signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
 
 @contextlib.contextmanager
 def _stop_on_interrupt(enabled: bool) -> Iterator[_StopRequest]:
-    """While active, the first SIGINT only sets `requested`; the loop stops at the end of the step.
+    """While active, the first stop signal only records itself; the loop stops at the end of the
+    step. A second one gets the handler that was there before (Ctrl-C then stops at once).
 
     Only in the main thread of a single process (signal handlers cannot be set elsewhere, and
     ranks of a distributed run would stop at different steps)."""
@@ -86,17 +103,22 @@ def _stop_on_interrupt(enabled: bool) -> Iterator[_StopRequest]:
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     def request(signum, frame):
-        stop.requested = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
+        stop.signum = signum
+        restore()
 
-    signal.signal(signal.SIGINT, request)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        restore()
 
 
 @dataclass(frozen=True)
@@ -438,7 +460,7 @@ class Trainer:
                     self._save()  # no log record here: a resumed run logs as if never stopped
                 if stop.requested and not last:
                     self.progress.close()
-                    raise TrainingInterrupted(self.step, self.out_dir)
+                    raise TrainingInterrupted(self.step, self.out_dir, stop.signum)
         self.progress.close()
         self.model.eval()
         self.ema.eval()

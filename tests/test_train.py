@@ -93,10 +93,15 @@ def test_a_killed_run_resumes_to_the_same_losses(tmp_path):
     assert ckpt.read_checkpoint(tmp_path / "killed").step == 30
 
 
-def test_ctrl_c_checkpoints_the_step_it_stopped_at(tmp_path):
-    """SIGINT a real `python -m ddpm train` that has no periodic checkpoint yet: it finishes the
-    step, writes a checkpoint of it, exits with 130, and resuming logs what an uninterrupted run
-    logs."""
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_stop_signal_checkpoints_the_step_it_stopped_at(tmp_path, signum, status):
+    """Signal a real `python -m ddpm train` that has no periodic checkpoint yet: it finishes the
+    step, writes a checkpoint of it, exits with the shell's 128 + signal number, says how to go
+    on, and resuming logs what an uninterrupted run logs."""
     config = TrainConfig(**{**TINY, "log_every": 4, "ckpt_every": 1000}, steps=400)
     args = "--preset tiny --timesteps 40 --batch-size 8 --steps 400 --log-every 4"
     run = _start(args.split() + ["--device", "cpu"], tmp_path / "stopped")
@@ -105,12 +110,13 @@ def test_ctrl_c_checkpoints_the_step_it_stopped_at(tmp_path):
     while run.poll() is None and not (log.exists() and '"step": 8,' in log.read_text()):
         assert time.monotonic() < deadline, "no log record within 300 s"
         time.sleep(0.01)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(signum)
     _, err = run.communicate(timeout=300)
-    assert run.returncode == 130, err.decode()
+    assert run.returncode == status == 128 + signum, err.decode()
     step = ckpt.read_checkpoint(tmp_path / "stopped").step
     assert 8 <= step < 400
-    assert f"interrupted at step {step}" in err.decode() and "--resume" in err.decode()
+    assert f"{signal.Signals(signum).name} at step {step}" in err.decode()
+    assert "--resume" in err.decode()
 
     train(replace(config, out_dir=str(tmp_path / "stopped")), progress=False, resume=True)
     train(replace(config, out_dir=str(tmp_path / "whole")), progress=False)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except TrainingInterrupted as stopped:
         print(f"ddpm train: {stopped}; continue with --resume", file=sys.stderr)
-        return 130  # the shell's code for a process stopped by SIGINT
+        return 128 + stopped.signum  # the shell's code for a process stopped by that signal
     except KeyboardInterrupt:
         print(f"ddpm {args.command}: stopped; files already written are kept", file=sys.stderr)
         return 130
