@@ -95,6 +95,45 @@ def test_an_unknown_value_lists_the_valid_ones(capsys, argv, enum_cls):
     assert all(member.value in err for member in enum_cls)
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "--num", "0"], "argument --num: must be at least 1, got 0"),
+        (["sample", "--steps", "-5"], "argument --steps: must be at least 1, got -5"),
+        (
+            ["bpd", "--num", "-3"],
+            "argument --num: must be at least 2 (for a standard error), got -3",
+        ),
+        (["bpd", "--num", "1"], "argument --num: must be at least 2"),
+        (["bpd", "--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["train", "--timesteps", "0"], "argument --timesteps: must be at least 1, got 0"),
+        (["train", "--batch-size", "0"], "argument --batch-size: must be at least 1"),
+        (["train", "--warmup-steps", "-1"], "argument --warmup-steps: must be 0 or more"),
+        (["train", "--log-every", "0"], "argument --log-every: must be at least 1"),
+        (["train", "--lr=-1e-3"], "argument --lr: must be a finite number > 0, got -1e-3"),
+        (["train", "--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
+        (["train", "--grad-clip", "inf"], "argument --grad-clip: must be a finite number > 0"),
+        (["train", "--seed", str(2**70)], f"argument --seed: must be in [0, 2**63), got {2**70}"),
+        (["sample", "--seed", "-1"], "argument --seed: must be in [0, 2**63), got -1"),
+        (["sample", "--num", "many"], "argument --num: invalid count value: 'many'"),
+    ],
+)
+def test_a_count_seed_or_rate_out_of_range_is_refused_before_any_work(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_largest_seed_a_generator_takes_is_accepted():
+    args = command_parser("sample").parse_args(["--seed", str(2**63 - 1)])
+    assert args.seed == 2**63 - 1
+    torch = pytest.importorskip("torch")
+    torch.Generator().manual_seed(args.seed)  # inside torch's range, which ends before 2**64
+    with pytest.raises((RuntimeError, ValueError), match="[Oo]verflow"):
+        torch.Generator().manual_seed(2**70)
+
+
 def test_an_unknown_preset_or_command_lists_the_valid_ones(capsys):
     for argv in (["train", "--preset", "huge"], ["trian"]):
         with pytest.raises(SystemExit):

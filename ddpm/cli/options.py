@@ -12,7 +12,7 @@ from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 
-from ddpm.cli.parser import Parser
+from ddpm.cli.parser import Parser, count, examples, nonnegative, positive, seed
 from ddpm.config import MODEL_PRESETS, RECIPES, TrainConfig
 from ddpm.diffusion import MeanType, VarType
 from ddpm.losses import LossType
@@ -91,7 +91,7 @@ def _add_what_to_train(add, d: dict) -> None:
     add(
         "--timesteps",
         dest="T",
-        type=int,
+        type=count,
         metavar="T",
         help=f"number of diffusion steps T (default: {d['T']})",
     )
@@ -118,27 +118,27 @@ def _add_what_to_train(add, d: dict) -> None:
 def _add_optimisation(add, d: dict) -> None:
     add(
         "--steps",
-        type=int,
+        type=count,
         help=f"optimizer updates (default: the preset's recipe: {_recipes('steps')})",
     )
     add(
         "--batch-size",
-        type=int,
+        type=count,
         help="global batch size, over all processes (default: the preset's recipe: "
         f"{_recipes('batch_size')})",
     )
     add(
         "--lr",
-        type=float,
+        type=positive,
         help=f"Adam learning rate (default: the preset's recipe: {_recipes('lr')})",
     )
     add(
         "--warmup-steps",
-        type=int,
+        type=nonnegative,
         help="steps of linear learning-rate warm-up (default: the preset's recipe: "
         f"{_recipes('warmup_steps')})",
     )
-    add("--grad-clip", type=float, help=f"gradient-norm clipping (default: {d['grad_clip']})")
+    add("--grad-clip", type=positive, help=f"gradient-norm clipping (default: {d['grad_clip']})")
     add(
         "--ema-decay",
         type=float,
@@ -155,7 +155,7 @@ def _add_optimisation(add, d: dict) -> None:
         action=argparse.BooleanOptionalAction,
         help="random horizontal flips (default: on for image folders and arrays, off for digits)",
     )
-    add("--seed", type=int, help=f"seed of every random draw (default: {d['seed']})")
+    add("--seed", type=seed, help=f"seed of every random draw (default: {d['seed']})")
 
 
 def _add_running(add, d: dict) -> None:
@@ -174,8 +174,8 @@ def _add_running(add, d: dict) -> None:
         action=argparse.BooleanOptionalAction,
         help=f"torch.compile the network (default: {'on' if d['compile'] else 'off'})",
     )
-    add("--log-every", type=int, help=f"steps per line of log.jsonl (default: {d['log_every']})")
-    add("--ckpt-every", type=int, help=f"steps per checkpoint (default: {d['ckpt_every']})")
+    add("--log-every", type=count, help=f"steps per line of log.jsonl (default: {d['log_every']})")
+    add("--ckpt-every", type=count, help=f"steps per checkpoint (default: {d['ckpt_every']})")
     add(
         "--out-dir",
         help="directory for checkpoints and log.jsonl (default: runs/<data name>, "
@@ -204,7 +204,7 @@ def _add_model_options(p: Parser) -> None:
         default="auto",
         help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'mps' (default: auto)",
     )
-    p.add("--seed", type=int, default=0, help="seed of the random draws (default: 0)")
+    p.add("--seed", type=seed, default=0, help="seed of the random draws (default: 0)")
     p.add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -225,7 +225,7 @@ def _sample() -> Parser:
     )
     p.add(
         "--steps",
-        type=int,
+        type=count,
         help="DDIM steps (default: 50, or T if smaller); ancestral sampling always takes all T",
     )
     p.add(
@@ -234,7 +234,7 @@ def _sample() -> Parser:
         default=0.0,
         help="DDIM noise: 0 deterministic, 1 like ancestral (default: 0)",
     )
-    p.add("--num", type=int, default=64, help="number of samples (default: 64)")
+    p.add("--num", type=count, default=64, help="number of samples (default: 64)")
     p.add(
         "--out",
         type=Path,
@@ -255,12 +255,12 @@ def _bpd() -> Parser:
     p.add("--split", choices=("train", "test"), default="test", help="data split (default: test)")
     p.add(
         "--num",
-        type=int,
+        type=examples,
         default=64,
         help="examples to evaluate, the first of the split; the printed standard error shows "
         "the precision (default: 64)",
     )
-    p.add("--batch-size", type=int, default=64, help="examples per batch (default: 64)")
+    p.add("--batch-size", type=count, default=64, help="examples per batch (default: 64)")
     p.add(
         "--out",
         type=Path,

@@ -22,6 +22,49 @@ SUMMARIES = {
 }
 
 
+SEED_LIMIT = 2**63  # a signed 64-bit integer: within what torch.Generator.manual_seed accepts
+
+
+def count(text: str) -> int:
+    """A whole number >= 1: steps, samples, examples, a batch."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def examples(text: str) -> int:
+    """A number of examples to average over, with a standard error: at least 2."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (for a standard error), got {value}")
+    return value
+
+
+def nonnegative(text: str) -> int:
+    """A whole number >= 0 (warm-up steps)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A seed that a torch.Generator accepts: 0 <= seed < 2**63."""
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number > 0 (a learning rate, a clipping norm)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that lists its arguments in `arguments`, so that an unknown option is answered
     with the valid ones (and a close match). Declare every argument with `add`."""
