@@ -338,15 +338,13 @@ def _is_sympy(value: Any) -> bool:
 
 
 def _same_object(a: Any, b: Any) -> bool:
+    """The same object, or two SymPy expressions with the same tree."""
     if a is b:
         return True
-    try:
+    if _is_sympy(a) and _is_sympy(b):
         import sympy as sp
 
-        if isinstance(a, sp.Basic) and isinstance(b, sp.Basic):
-            return sp.srepr(a) == sp.srepr(b)
-    except ImportError:  # pragma: no cover - sympy is a dependency
-        pass
+        return sp.srepr(a) == sp.srepr(b)
     return False
 
 

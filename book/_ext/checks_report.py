@@ -125,8 +125,6 @@ def problems(shown: list[dict], equations: list[dict], checks: list[dict]):
     for label, eq in built.items():
         if label not in shown_labels:
             yield f"Equation ({label}) is built but not shown: show it with {{glue:math}}", None
-        if "srepr" not in eq:
-            continue
         of_it = [c for c in checks if c["label"] == label]
         if eq["definition"]:
             continue

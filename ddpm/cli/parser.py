@@ -25,28 +25,26 @@ SUMMARIES = {
 SEED_LIMIT = 2**63  # a signed 64-bit integer: within what torch.Generator.manual_seed accepts
 
 
+def _whole(text: str, least: int, requirement: str) -> int:
+    value = int(text)  # a ValueError makes argparse say "invalid <type name> value"
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+    return value
+
+
 def count(text: str) -> int:
     """A whole number >= 1: steps, samples, examples, a batch."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _whole(text, 1, "at least 1")
 
 
 def examples(text: str) -> int:
     """A number of examples to average over, with a standard error: at least 2."""
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (for a standard error), got {value}")
-    return value
+    return _whole(text, 2, "at least 2 (for a standard error)")
 
 
 def nonnegative(text: str) -> int:
     """A whole number >= 0 (warm-up steps)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole(text, 0, "0 or more")
 
 
 def seed(text: str) -> int:
