@@ -223,10 +223,11 @@ def _verify(path: Path, expected: dict[str, Any] | None) -> None:
         raise CheckpointError(f"{path}: corrupted (its SHA-256 does not match the manifest)")
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, reporting damage as a CheckpointError."""
+def load_tensors(path: Path, data: bytes | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (or its bytes `data`, already read), reporting damage as a
+    CheckpointError."""
     try:
-        return load_safetensors_bytes(Path(path).read_bytes())
+        return load_safetensors_bytes(Path(path).read_bytes() if data is None else data)
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
 
@@ -240,7 +241,11 @@ def load_weights(checkpoint: Checkpoint, module: torch.nn.Module, which: str = "
     if which not in ("ema", "model"):
         raise ValueError(f"which must be 'ema' or 'model', got {which!r}")
     path = checkpoint.file(EMA if which == "ema" else MODEL)
-    saved = load_tensors(path)
+    load_state(module, load_tensors(path), path)
+
+
+def load_state(module: torch.nn.Module, saved: dict[str, torch.Tensor], path: Path) -> None:
+    """Load tensors read from `path` into `module`, after comparing their names and shapes."""
     expected = module.state_dict()
     missing = sorted(expected.keys() - saved.keys())
     unexpected = sorted(saved.keys() - expected.keys())

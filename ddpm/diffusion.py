@@ -36,6 +36,7 @@ class MeanType(enum.Enum):
     EPS = "eps"  # the noise eps, the paper's choice (Eq. 11)
     X0 = "x0"  # the clean data x_0 directly
     V = "v"  # v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 (Salimans & Ho 2022)
+    MU = "mu"  # the posterior mean mu_tilde_t itself, the paper's baseline (Table 2)
 
 
 class VarType(enum.Enum):
@@ -152,9 +153,11 @@ class GaussianDiffusion:
     ) -> PMeanVar:
         """p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (paper Eq. 1 and Sec. 3.2).
 
-        The mean is the posterior mean at the model's estimate of x_0 (for EPS this is Eq. 11).
-        ``clip_denoised`` clamps that estimate to the data range [-1, 1]; ``pred_eps`` is the noise
-        consistent with the (possibly clamped) estimate.
+        The mean is the posterior mean at the model's estimate of x_0 (for EPS this is Eq. 11),
+        except under MU, where it is the model's output itself and x_0 is read back from it.
+        ``clip_denoised`` clamps the x_0 estimate to the data range [-1, 1] (under MU, as in the
+        paper's code, that changes the reported estimates but not the mean); ``pred_eps`` is the
+        noise consistent with the (possibly clamped) estimate.
         t: indices [N], or one int for the whole batch (the samplers' case: every coefficient is
         then a number, see `extract`, and so are a fixed variance and its log).
         """
@@ -178,15 +181,20 @@ class GaussianDiffusion:
             pred_x0 = self.x0_from_eps(x_t, t, out)
         elif self.mean_type is MeanType.X0:
             pred_x0 = out
-        else:
+        elif self.mean_type is MeanType.V:
             pred_x0 = self.x0_from_v(x_t, t, out)
+        else:
+            pred_x0 = self.x0_from_mu(x_t, t, out)
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1, 1)
         if self.mean_type is MeanType.EPS and not clip_denoised:
             pred_eps = out
         else:
             pred_eps = self.eps_from_x0(x_t, t, pred_x0)
-        mean = self.q_posterior(pred_x0, x_t, t).mean
+        if self.mean_type is MeanType.MU:
+            mean = out
+        else:
+            mean = self.q_posterior(pred_x0, x_t, t).mean
         return PMeanVar(mean, variance, log_variance, pred_x0, pred_eps)
 
     def _model_output(self, model: Model, x_t: Tensor, t: Tensor) -> Tensor:
@@ -238,6 +246,14 @@ class GaussianDiffusion:
         return (
             extract(s.sqrt_one_minus_alpha_bar, t, x_t) * x_t
             + extract(s.sqrt_alpha_bar, t, x_t) * v
+        )
+
+    def x0_from_mu(self, x_t: Tensor, t: Tensor | int, mu: Tensor) -> Tensor:
+        """x_0 = (mu_tilde_t - c_t x_t) / b_t, inverting the posterior mean of Eq. 7,
+        mu_tilde_t = b_t x_0 + c_t x_t (b_t > 0 at every index, b_0 = 1)."""
+        s = self.schedule
+        return (mu - extract(s.posterior_mean_coef_xt, t, x_t) * x_t) / extract(
+            s.posterior_mean_coef_x0, t, x_t
         )
 
     def score_from_eps(self, eps: Tensor, t: Tensor) -> Tensor:

@@ -146,6 +146,8 @@ def training_losses(
         MeanType.EPS: noise,
         MeanType.X0: x0,
         MeanType.V: diffusion.v_from_x0_eps(x0, t, noise),
+        # the posterior mean: the MSE is then the paper's ||mu_tilde - mu_theta||^2 (Table 2)
+        MeanType.MU: diffusion.q_posterior(x0, x_t, t).mean,
     }[diffusion.mean_type]
     mse = mean_flat((out[:, :C] - target) ** 2)
     if loss_type is LossType.SIMPLE and not with_vlb:

@@ -135,7 +135,15 @@ def test_perfect_predictor_gives_exact_x0_and_posterior_mean(mean_type):
     eps = torch.randn_like(x0)
     ab = col(ALPHA_BAR[t.numpy()], 3)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    target = {"eps": eps, "x0": x0, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[mean_type.value]
+    beta, ab_prev = col(BETAS[t.numpy()], 3), col(ALPHA_BAR_PREV[t.numpy()], 3)
+    # Paper Eq. 7, written out here from the betas.
+    mu_tilde = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x_t) / (1 - ab)
+    target = {
+        "eps": eps,
+        "x0": x0,
+        "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0,
+        "mu": mu_tilde,
+    }[mean_type.value]
 
     def oracle(x, t_in):
         assert x is x_t
@@ -145,7 +153,6 @@ def test_perfect_predictor_gives_exact_x0_and_posterior_mean(mean_type):
     torch.testing.assert_close(p.pred_x0, x0)
     torch.testing.assert_close(p.pred_eps, eps)
     # Paper Eq. 11: mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t).
-    beta = col(BETAS[t.numpy()], 3)
     torch.testing.assert_close(p.mean, (x_t - beta / (1 - ab).sqrt() * eps) / (1 - beta).sqrt())
     torch.testing.assert_close(p.mean, d.q_posterior(x0, x_t, t).mean)
 
@@ -193,6 +200,20 @@ def test_clip_denoised_clamps_pred_x0():
     assert (p.pred_x0 == 3.0).all()
 
 
+def test_mu_mean_is_the_model_output_even_when_x0_is_clipped():
+    # The paper's code: under mean prediction the clamp changes the x_0 estimate, not the mean.
+    d = make("mu")
+    x_t = torch.zeros(2, 3, dtype=torch.float64)
+    t = torch.tensor([3, 4])
+    out = torch.full_like(x_t, 2.0)
+    p = d.p_mean_variance(lambda *_: out, x_t, t, clip_denoised=True)
+    torch.testing.assert_close(p.mean, out)
+    assert (p.pred_x0 == 1.0).all()  # 2 / b_t > 1 is clamped
+    unclipped = d.p_mean_variance(lambda *_: out, x_t, t, clip_denoised=False)
+    b = (BETAS * np.sqrt(ALPHA_BAR_PREV) / (1 - ALPHA_BAR))[t.numpy()]
+    torch.testing.assert_close(unclipped.pred_x0, 2.0 / col(b).expand_as(x_t))
+
+
 def test_float32_in_float32_out():
     d = make()
     x0 = torch.randn(2, 3)
@@ -211,6 +232,7 @@ def test_float32_in_float32_out():
         ("EPS", MeanType.EPS),
         ("X0", MeanType.X0),
         ("v", MeanType.V),
+        ("MU", MeanType.MU),
         ("fixed_large", VarType.FIXED_LARGE),
         ("Fixed-Small", VarType.FIXED_SMALL),
         ("learned_range", VarType.LEARNED_RANGE),
@@ -222,7 +244,7 @@ def test_parse_choice_accepts_names(name, member):
 
 
 def test_parse_choice_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown MeanType 'noise'; valid names: eps, x0, v"):
+    with pytest.raises(ValueError, match=r"unknown MeanType 'noise'; valid names: eps, x0, v, mu$"):
         parse_choice(MeanType, "noise")
     with pytest.raises(ValueError, match=r"fixed_small, fixed_large, learned_range"):
         GaussianDiffusion(linear_schedule(10), var_type="learned")

@@ -167,7 +167,15 @@ def test_vlb_term_by_hand():
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9)
 
 
-@pytest.mark.parametrize("mean_type", ["eps", "x0", "v"])
+def posterior_mean(x0, x_t, t):
+    """mu_tilde_t(x_t, x_0) of the paper's Eq. 7, from the betas; x0, x_t [N, ...], t [N]."""
+    ab = torch.tensor(ALPHA_BAR[t.numpy()]).reshape(-1, *[1] * (x0.dim() - 1))
+    ab_prev = torch.tensor(np.append(1, ALPHA_BAR[:-1])[t.numpy()]).reshape(ab.shape)
+    beta = torch.tensor(BETAS[t.numpy()]).reshape(ab.shape)
+    return (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x_t) / (1 - ab)
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "v", "mu"])
 def test_simple_loss_is_mse_on_the_target(mean_type):
     d = diffusion(mean_type)
     x0 = torch.rand(4, 2, 3, dtype=torch.float64) * 2 - 1
@@ -175,7 +183,12 @@ def test_simple_loss_is_mse_on_the_target(mean_type):
     t = torch.tensor([0, 5, 11, 19])
     ab = torch.tensor(ALPHA_BAR[t.numpy()]).reshape(-1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    target = {"eps": noise, "x0": x0, "v": ab.sqrt() * noise - (1 - ab).sqrt() * x0}[mean_type]
+    target = {
+        "eps": noise,
+        "x0": x0,
+        "v": ab.sqrt() * noise - (1 - ab).sqrt() * x0,
+        "mu": posterior_mean(x0, x_t, t),
+    }[mean_type]
 
     def oracle(x, t_in):
         torch.testing.assert_close(x, x_t)
@@ -186,6 +199,25 @@ def test_simple_loss_is_mse_on_the_target(mean_type):
     off = training_losses(d, lambda x, _: target + 0.1, x0, t, noise, loss_type="simple")
     torch.testing.assert_close(off.mse, torch.full((4,), 0.01, dtype=torch.float64))
     torch.testing.assert_close(off.loss, off.mse)
+
+
+def test_kl_terms_of_an_exact_mean_predictor_vanish():
+    # Predicting mu_tilde exactly with sigma_t^2 = beta_tilde_t makes p equal to the posterior
+    # q(x_{t-1} | x_t, x_0), so every KL term (t >= 1) is zero; a mean off by 0.1 costs
+    # 0.01 / (2 beta_tilde_t) nats per dimension.
+    d = diffusion("mu", "fixed_small")
+    x0 = torch.randint(0, 17, (3, 4)).double() / 8 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([1, 7, 19])
+    x_t = d.q_sample(x0, t, noise)
+    mu = posterior_mean(x0, x_t, t)
+    exact = training_losses(d, lambda *_: mu, x0, t, noise, "kl", num_levels=17)
+    torch.testing.assert_close(exact.loss, torch.zeros(3, dtype=torch.float64))
+    off = training_losses(d, lambda *_: mu + 0.1, x0, t, noise, "kl", num_levels=17)
+    ab_prev = np.append(1, ALPHA_BAR[:-1])
+    beta_tilde = (BETAS * (1 - ab_prev) / (1 - ALPHA_BAR))[t.numpy()]
+    expected = T * 0.01 / (2 * beta_tilde) / math.log(2)
+    np.testing.assert_allclose(off.loss.numpy(), expected, rtol=1e-9)
 
 
 def test_kl_loss_is_T_times_the_bound_term():

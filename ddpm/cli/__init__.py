@@ -2,6 +2,7 @@
 
     ddpm train                       # the digits model in runs/digits, a few CPU minutes
     ddpm sample                      # 64 samples from runs/digits: samples.png and samples.npy
+                                     # (the shipped model, ddpm.pretrained, until you train one)
     ddpm sample --sampler ddim --steps 50 --eta 0
     ddpm bpd --split test            # the variational bound in bits/dim, every term to a file
     ddpm info runs/digits            # a checkpoint's step and configuration

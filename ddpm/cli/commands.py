@@ -15,13 +15,15 @@ import numpy as np
 import torch
 
 from ddpm import checkpoint as ckpt
+from ddpm.cli.options import DEFAULT_RUN
 from ddpm.config import TrainConfig, config_from_checkpoint
 from ddpm.data import load_dataset
 from ddpm.device import pick_device
 from ddpm.likelihood import calc_bpd_loop
+from ddpm.pretrained import load_pretrained, pretrained_dir
 from ddpm.samplers import sample
 from ddpm.train import NonFiniteLossError, TrainingInterrupted, train
-from ddpm.trained import load_trained
+from ddpm.trained import TrainedModel, load_trained
 
 IMAGE_PIXELS = 64  # sample grids upscale each image (nearest neighbour) to about this size
 GRID_PAD = 6  # grey pixels between the images of a grid: digits fill their whole frame
@@ -55,9 +57,24 @@ def run_train(args: argparse.Namespace) -> None:
     print(f"trained to step {result.step}{loss}; checkpoint and log.jsonl in {result.out_dir}")
 
 
+def load_model(args: argparse.Namespace, device: torch.device) -> TrainedModel:
+    """The run in `args.run_dir`; the shipped digits model when the default directory holds
+    none (the user has not trained one), said in one line."""
+    if args.run_dir != DEFAULT_RUN or ckpt.has_checkpoint(args.run_dir):
+        return load_trained(args.run_dir, args.weights, device)
+    if args.weights != "ema":
+        raise ValueError("the shipped digits model has only its EMA weights; leave out --weights")
+    trained = load_pretrained("digits", device)
+    print(
+        f"no run of your own in {DEFAULT_RUN} (train one with 'ddpm train'): using the shipped "
+        f"digits model (step {trained.step}), {pretrained_dir('digits')}"
+    )
+    return trained
+
+
 def run_sample(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    trained = load_trained(args.run_dir, args.weights, device)
+    trained = load_model(args, device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     x = sample(
         trained.diffusion,
@@ -121,7 +138,7 @@ def write_scatter(points: np.ndarray, path: Path) -> None:
 
 def run_bpd(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    trained = load_trained(args.run_dir, args.weights, device)
+    trained = load_model(args, device)
     if trained.data.num_levels is None:
         raise ValueError(
             f"{trained.data.name!r} is continuous 2-D data; the bound in bits/dim needs data on "
