@@ -1,19 +1,21 @@
 # The README's two commands: `make book` and `make test`. Both set up .venv first (once, and again
 # only when requirements*.txt or pyproject.toml change), so they work on a machine with only Python.
-# The benchmark peers (requirements-bench.txt) are installed too, so that the bench smoke tests run.
+# The benchmark peers (requirements-bench.txt) are installed too, so that the bench smoke tests run,
+# and selenium (requirements-test.txt) for `make browser`, which opens the built book in chromium.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup lint clean
+.PHONY: book test browser setup lint clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-bench.txt pyproject.toml
+$(STAMP): requirements.txt requirements-bench.txt requirements-test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-bench.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-bench.txt \
+		-r requirements-test.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -23,11 +25,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
+# the browser test needs the built book: `make browser` runs it after `make book`
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_browser.py
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# every page of _build/html in chromium (Debian: apt-get install chromium chromium-driver), from
+# files and over HTTP, and its controls; screenshots go to _build/screenshots/
+browser: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_browser.py
 
 clean:
 	rm -rf _build

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import tomllib
 import yaml
+from support import toc_pages
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "book.yml"
@@ -147,12 +148,21 @@ def test_the_workflow_runs_the_readme_commands_tests_first(workflow):
     readme = sorted(line.split("#")[0].strip() for line in quick_start.group(1).splitlines())
     runs = [s["run"].strip() for s in steps(workflow["jobs"]["build"]) if "run" in s]
     made = [r for r in runs if r.startswith("make ")]
-    assert made == ["make test", "make book"]
-    assert sorted(made) == readme
+    assert made == ["make test", "make book", "make browser"]  # the browser needs the built book
+    assert sorted(made[:2]) == readme
     # CI=true turns the browser test's skip into a failure: the job must install chromium first
     install = next(i for i, r in enumerate(runs) if "apt-get install" in r)
-    assert "chromium" in runs[install].split()
+    assert {"chromium", "chromium-driver"} <= set(runs[install].split())
     assert install < runs.index("make test")
+
+
+def test_the_screenshots_are_kept_even_when_a_check_fails(workflow):
+    build = workflow["jobs"]["build"]
+    (keep,) = step_using(build, "actions/upload-artifact")
+    assert keep["if"] == "always()"
+    assert keep["with"]["path"] == "_build/screenshots"
+    runs = [s.get("run", "").strip() for s in steps(build)]
+    assert steps(build).index(keep) > runs.index("make browser")
 
 
 def test_only_a_passing_build_on_main_is_published(workflow):
@@ -193,7 +203,7 @@ def test_the_jupyter_cache_is_where_the_build_keeps_it_and_keyed_on_what_it_exec
     patterns = hashed(caches[where]["key"])
     assert caches[where]["key"].startswith(caches[where]["restore-keys"])
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    pages = [toc["root"]] + [chapter["file"] for chapter in toc["chapters"]]
+    pages = toc_pages(toc)
     sources = [f"{page}.md" for page in pages] + ["_config.yml", "_toc.yml"]
     sources += [f"{path}/x.py" for path in book_config()["sphinx"]["config"]["package_cache_paths"]]
     for source in sources:
