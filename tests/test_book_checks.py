@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import toc_pages
 
 REPO = Path(__file__).resolve().parents[1]
+TOC = REPO / "_toc.yml"
 CHECKS = {"check_identity", "check_close", "check_holds"}
 TYPED_TAG = re.compile(r"\$\$(?:(?!\$\$).)*\\tag\{", re.DOTALL)
 GLUED = re.compile(r"```\{glue:math\}\s+eq-(\S+)")
@@ -23,9 +25,7 @@ CELL_OPTION = re.compile(r"\A(?::[^\n]*\n)*\n?")  # ":tags: [...]" lines at a ce
 
 
 def book_pages() -> list[Path]:
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [toc["root"]] + [chapter["file"] for chapter in toc["chapters"]]
-    return [REPO / f"{name}.md" for name in files]
+    return [REPO / f"{name}.md" for name in toc_pages(yaml.safe_load(TOC.read_text()))]
 
 
 def cells(page: Path) -> tuple[str, list[ast.Module]]:
@@ -52,6 +52,22 @@ def equations_built(code: list[ast.Module]) -> list[str]:
         for _name, node in calls(tree, {"Equation"})
         if node.args and isinstance(node.args[0], ast.Constant)
     ]
+
+
+def test_every_page_is_in_the_table_of_contents():
+    # only_build_toc_files: a page left out of _toc.yml would never be built
+    listed = {REPO / f"{name}.md" for name in toc_pages(yaml.safe_load(TOC.read_text()))}
+    assert set((REPO / "book").glob("*.md")) <= listed
+
+
+def test_chapters_then_their_sections_then_the_appendices():
+    # book/NN-*.md is chapter NN, book/NNb-*.md its second page, book/aN-*.md appendix N
+    numbered = [
+        match.groups()
+        for name in toc_pages(yaml.safe_load(TOC.read_text()))
+        if (match := re.match(r"book/(\d\d|a\d)([b-z]?)-", name))
+    ]
+    assert numbered == sorted(numbered) and len(numbered) == len(set(numbered))
 
 
 @pytest.mark.parametrize("page", book_pages(), ids=lambda p: p.stem)
