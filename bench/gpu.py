@@ -49,7 +49,7 @@ from bench.common import (
 )
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.losses import training_losses
-from ddpm.samplers import ancestral_sample, ddim_sample
+from ddpm.samplers import DDIM, SamplerKind, make_sampler, sample
 from ddpm.schedule import make_schedule
 from ddpm.unet import UNet, UNetConfig, unet_preset
 
@@ -75,7 +75,7 @@ class Sizes:
     warmup_steps: int  # untimed steps first (the first compiles)
     samples: int  # images per sampling run
     T: int  # diffusion steps
-    ddim_steps: int
+    ddim_steps: int  # steps of the samplers that take fewer than T (DDIM, DPM-Solver++)
     matmul_size: int  # side of the square matrices of the peak measurement
     # Rough seconds a section takes, used to skip what no longer fits the budget: a training or
     # sampling measurement, plus `compile_s` where the network is compiled (compiles dominate).
@@ -341,9 +341,10 @@ def sample_time(
     mode: str,
     device: torch.device,
     backend: str,
-    ddim: bool = False,
+    sampler: SamplerKind = SamplerKind.ANCESTRAL,
 ) -> dict:
-    """Seconds to draw `sizes.samples` images: ancestral (T steps) or DDIM, network in bf16.
+    """Seconds to draw `sizes.samples` images with `sampler` (ancestral: T steps, the others
+    `sizes.ddim_steps`), network in bf16.
 
     mode: "eager", "compile" or "cudagraphs" (torch.compile's "reduce-overhead" mode). Ours runs
     `ddpm.samplers`, diffusers' its DDPMScheduler loop. A short chain first compiles and warms up.
@@ -360,19 +361,14 @@ def sample_time(
     schedule = make_schedule("linear", sizes.T)
     diffusion = GaussianDiffusion(schedule)
     shape = (sizes.samples, config.in_channels, config.image_size, config.image_size)
-    steps = sizes.ddim_steps if ddim else sizes.T
+    steps = sizes.T if sampler is SamplerKind.ANCESTRAL else sizes.ddim_steps
+    chosen = make_sampler(sampler, sizes.T, steps)
 
     def ours(timesteps=None):
         g = torch.Generator(device=device).manual_seed(0)
-        if timesteps is not None:  # the warm-up's short chain
-            return ddim_sample(
-                diffusion, eps_model, shape, timesteps=timesteps, generator=g, progress=False
-            )
-        if ddim:
-            return ddim_sample(
-                diffusion, eps_model, shape, steps=steps, generator=g, progress=False
-            )
-        return ancestral_sample(diffusion, eps_model, shape, generator=g, progress=False)
+        # The warm-up's short chain is a DDIM one.
+        run = chosen if timesteps is None else DDIM(timesteps=timesteps)
+        return sample(diffusion, eps_model, shape, run, generator=g, progress=False)
 
     @torch.no_grad()
     def theirs(count=steps):
@@ -403,7 +399,7 @@ def sample_time(
     seconds = timed(ours if kind == "ours" else theirs, device)
     return {
         "model": kind,
-        "sampler": "ddim" if ddim else "ancestral",
+        "sampler": sampler.value,
         "steps": steps,
         "images": sizes.samples,
         "mode": mode if mode != "compile" else f"compile ({backend})",
@@ -449,14 +445,14 @@ class SampleRun:
 
     model: str  # "ours" or "diffusers"
     mode: str  # "eager", "compile" or "cudagraphs" (which falls back to "compile" off CUDA)
-    ddim: bool = False  # DDIM at `Sizes.ddim_steps`, else ancestral over all T steps
+    sampler: SamplerKind = SamplerKind.ANCESTRAL  # ancestral: all T steps; others ddim_steps
 
     def section(self, sizes: Sizes, device: torch.device, backend: str) -> Section:
         mode = "compile" if self.mode == "cudagraphs" and device.type != "cuda" else self.mode
         return Section(
-            f"sample_{self.model}_{'ddim' if self.ddim else 'ancestral'}_{mode}",
+            f"sample_{self.model}_{self.sampler.value}_{mode}",
             sizes.sample_s + (sizes.compile_s if mode != "eager" else 0.0),
-            lambda: sample_time(self.model, sizes, mode, device, backend, self.ddim),
+            lambda: sample_time(self.model, sizes, mode, device, backend, self.sampler),
         )
 
 
@@ -469,7 +465,7 @@ PLAN: tuple[TrainRun | SampleRun, ...] = (
     TrainRun("ours", bf16=False, compiled=False),
     TrainRun("diffusers", bf16=False, compiled=False),
     SampleRun("ours", "eager"),
-    SampleRun("ours", "eager", ddim=True),
+    SampleRun("ours", "eager", SamplerKind.DDIM),
     # The settings of the goals (compiled, CUDA graphs), and diffusers' sampling loop.
     TrainRun("ours", bf16=True, compiled=True),
     SampleRun("ours", "cudagraphs"),
@@ -481,7 +477,7 @@ PLAN: tuple[TrainRun | SampleRun, ...] = (
     TrainRun("ours", bf16=True, compiled=True, large_batch=True),
     TrainRun("diffusers", bf16=True, compiled=True, large_batch=True),
     SampleRun("ours", "compile"),
-    SampleRun("ours", "cudagraphs", ddim=True),
+    SampleRun("ours", "cudagraphs", SamplerKind.DDIM),
     TrainRun("ours", bf16=False, compiled=True),
     TrainRun("diffusers", bf16=False, compiled=True),
 )
@@ -492,7 +488,7 @@ QUICK_PLAN: tuple[TrainRun | SampleRun, ...] = (
     TrainRun("diffusers", bf16=True, compiled=False),
     SampleRun("ours", "eager"),
     SampleRun("ours", "cudagraphs"),
-    SampleRun("ours", "eager", ddim=True),
+    SampleRun("ours", "eager", SamplerKind.DDIM),
     SampleRun("diffusers", "eager"),
 )
 

@@ -54,7 +54,7 @@ from ddpm.metrics import (
     to_levels,
 )
 from ddpm.metrics.baselines import GMM_CANDIDATES
-from ddpm.samplers import ancestral_sample, ddim_sample
+from ddpm.samplers import SamplerKind, ancestral_sample, make_sampler, sample
 from ddpm.train import EpochSampler, ema_decay_at, ema_update, lr_at, train
 from ddpm.unet import UNetConfig, unet_preset
 
@@ -146,10 +146,11 @@ def sample_diffusers(model, schedule, n: int, sampler: str, steps: int) -> torch
 
 
 def sample_ours(diffusion, model, shape, sampler: str, steps: int) -> torch.Tensor:
+    """Samples with the sampler named `sampler` (`steps` of them; ancestral takes all T)."""
     g = torch.Generator().manual_seed(SEED + 1)
-    if sampler == "ancestral":
-        return ancestral_sample(diffusion, model, shape, generator=g, progress=False)
-    return ddim_sample(diffusion, model, shape, steps=steps, generator=g, progress=False)
+    count = None if sampler == SamplerKind.ANCESTRAL.value else steps
+    chosen = make_sampler(sampler, diffusion.T, count)
+    return sample(diffusion, model, shape, chosen, generator=g, progress=False)
 
 
 def frechet_row(name: str, samples: torch.Tensor, test: torch.Tensor, classifier) -> dict:
@@ -322,7 +323,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--samples", type=int, default=359, help="generated digits per model")
     parser.add_argument(
-        "--sampler", choices=("ancestral", "ddim"), default="ddim", help="for the digits"
+        "--sampler",
+        # the samplers `sample_diffusers` has a diffusers twin of
+        choices=(SamplerKind.ANCESTRAL.value, SamplerKind.DDIM.value),
+        default="ddim",
+        help="for the digits",
     )
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--toys", nargs="+", default=list(TOYS), help="2-D toys to train")
