@@ -36,7 +36,7 @@ from ddpm.likelihood import calc_bpd_loop
 from ddpm.losses import LossType
 from ddpm.metrics import digits_classifier, digits_frechet_distance, digits_frechet_floor
 from ddpm.samplers import ancestral_sample
-from ddpm.train import LOG_FILE, NonFiniteLossError, train
+from ddpm.train import LOG_FILE, DivergenceError, train
 
 SEED = 0
 SHOWN_SAMPLES = 16  # samples per variant kept (as grey levels) for the page's figure
@@ -93,7 +93,7 @@ def run_variant(variant: Variant, args, data, classifier, work: Path) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         result = train(config, progress=False)
-    except NonFiniteLossError as err:
+    except DivergenceError as err:  # a non-finite loss, or one grown far beyond its start
         row.update(stable=False, failure=str(err).split(";")[0])
     else:
         row.update(stable=True, failure=None)

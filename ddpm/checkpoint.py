@@ -11,22 +11,34 @@ A run directory holds one checkpoint at a time::
             optimizer.pt         # Adam's moments, a tensors-only state dict read with weights_only
             rng.safetensors      # random number generator states, as uint8 / int64 tensors
         log.jsonl                # the loss log (written by ddpm.train, not here)
+        .lock                    # held while a run writes here: its pid, host and command
 
 Every file is written to a temporary name in its own directory, flushed to disk and renamed over
 the target (`os.replace` is atomic on POSIX and Windows). A save writes a fresh step directory and
 only then replaces the manifest, so until the new manifest lands the old manifest still names the
-old, complete step directory; older step directories are removed after it lands. The manifest
-records each file's size and SHA-256, so a truncated or corrupted file is caught on loading and
-reported as a `CheckpointError` that names the file, never as a traceback from inside torch.
+old, complete step directory, and the step directory it named is removed after it lands. The
+manifest records each file's size and SHA-256, so a truncated or corrupted file is caught on
+loading and reported as a `CheckpointError` that names the file, never as a traceback from inside
+torch; the manifest carries the SHA-256 of its own contents, so one edited by hand is refused too
+(manifests of format 1, written before that, load with the file checks alone).
+
+A run directory is the run's alone. Removing a step directory removes only the files a save
+writes, so a file someone put there survives (and keeps its folder). `claim_run_dir` takes a lock
+(`LOCK`, holding the owner's pid, host and command) for as long as a run writes into the directory,
+so a second run into it fails at once and names the first; the kernel drops the lock when its
+process dies, so a lock file left by a killed run blocks nobody. `foreign_files` lists what a
+fresh run finds there (`ddpm.train` refuses such a directory unless told to share it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
-import shutil
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +48,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
-FORMAT = "ddpm-checkpoint/1"
+try:
+    import fcntl
+except ImportError:  # Windows: runs there take no lock
+    fcntl = None
+
+FORMAT = "ddpm-checkpoint/2"  # 2: the manifest carries its own SHA-256 (MANIFEST_SHA256)
+OLD_FORMATS = ("ddpm-checkpoint/1",)  # still read, with the checks they allow
 MANIFEST = "manifest.json"
+MANIFEST_SHA256 = "manifest_sha256"  # key of the manifest's checksum of its other contents
+LOCK = ".lock"  # held (flock) by the run writing into the directory: pid, host, command
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 EMA = "ema.safetensors"
@@ -127,8 +147,8 @@ def save_checkpoint(
     if current == name:
         raise CheckpointError(f"{run_dir / MANIFEST}: step {step} is already saved")
     if step_dir.exists():  # left over by a save that was killed before its manifest landed
-        shutil.rmtree(step_dir)
-    step_dir.mkdir()
+        _remove_step_dir(step_dir)
+    step_dir.mkdir(exist_ok=True)  # still there if it holds a file of someone else's
 
     optimizer_buffer = io.BytesIO()
     torch.save(optimizer.state_dict(), optimizer_buffer)
@@ -153,12 +173,29 @@ def save_checkpoint(
         },
         "state": state,
     }
+    manifest[MANIFEST_SHA256] = _manifest_sha256(manifest)
     atomic_write(run_dir / MANIFEST, _json_bytes(manifest))
 
-    for old in run_dir.glob("step-*"):
-        if old.is_dir() and old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
+    if current is not None and current != name:
+        _remove_step_dir(run_dir / current)
     return step_dir
+
+
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's contents other than the checksum itself (as saved: sorted keys)."""
+    rest = {key: value for key, value in manifest.items() if key != MANIFEST_SHA256}
+    return hashlib.sha256(_json_bytes(rest)).hexdigest()
+
+
+def _remove_step_dir(step_dir: Path) -> None:
+    """Remove the files a save writes (and their temporary files) from `step_dir`, then the folder
+    if that left it empty: anything else in it stays."""
+    for filename in FILES:
+        (step_dir / filename).unlink(missing_ok=True)
+        for tmp in step_dir.glob(f".{filename}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        step_dir.rmdir()
 
 
 def _current_dir_name(run_dir: Path) -> str | None:
@@ -185,10 +222,12 @@ def read_checkpoint(run_dir: str | Path) -> Checkpoint:
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") not in (FORMAT, *OLD_FORMATS):
             raise CheckpointError(
                 f"{manifest_path}: unknown format {manifest.get('format')!r}, expected {FORMAT!r}"
             )
+        if manifest["format"] == FORMAT:
+            _verify_manifest(manifest_path, manifest)
         step, name, files = int(manifest["step"]), str(manifest["dir"]), dict(manifest["files"])
         state = dict(manifest["state"])
     except CheckpointError:
@@ -205,6 +244,26 @@ def read_checkpoint(run_dir: str | Path) -> Checkpoint:
     except ValueError as err:
         raise CheckpointError(f"{config_path}: unreadable configuration ({err})") from err
     return Checkpoint(run_dir=run_dir, step=step, config=config, state=state, path=step_dir)
+
+
+def _verify_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    recorded, found = manifest.get(MANIFEST_SHA256), _manifest_sha256(manifest)
+    if recorded == found:
+        return
+    if recorded is None:
+        raise CheckpointError(f"{path}: its checksum ({MANIFEST_SHA256}) is missing")
+    # The step is also in the name of the folder it names: a mismatch says which value was edited.
+    step, name = manifest.get("step"), manifest.get("dir")
+    hint = (
+        f"; it says step {step} but names the folder {name}"
+        if isinstance(step, int) and name != f"step-{step:06d}"
+        else ""
+    )
+    raise CheckpointError(
+        f"{path}: edited or damaged: its contents no longer match its {MANIFEST_SHA256} "
+        f"(recorded {str(recorded)[:12]}..., found {found[:12]}...){hint}. A checkpoint's "
+        "manifest is written by training only; restore it or train again"
+    )
 
 
 def _verify(path: Path, expected: dict[str, Any] | None) -> None:
@@ -275,3 +334,52 @@ def load_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> 
 
 def load_rng(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     return load_tensors(checkpoint.file(RNG))
+
+
+class RunDirLocked(CheckpointError):
+    """Another process holds the lock of the run directory."""
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """What a fresh run finds in `run_dir` that it did not write: everything but the lock."""
+    return sorted(p.name for p in Path(run_dir).iterdir() if p.name != LOCK)
+
+
+@contextlib.contextmanager
+def claim_run_dir(run_dir: str | Path, command: str) -> Iterator[Path]:
+    """Create `run_dir` and hold its lock while the block runs; RunDirLocked when another live
+    process holds it, naming that process (its pid, host and command, as it wrote them).
+
+    A run that wrote nothing (refused, say) takes its lock file, and the directory if it made
+    it, away again: the directory is left as it was found."""
+    run_dir = Path(run_dir)
+    made_dir = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield run_dir
+        return
+    lock_path = run_dir / LOCK
+    made_lock = not lock_path.exists()
+    found = {p.name for p in run_dir.iterdir()}
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "a process that has not yet written its name"
+            raise RunDirLocked(
+                f"{run_dir} is in use by another run ({owner}); wait for it to finish, stop "
+                "it, or choose another output directory"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}: {command}\n")
+        lock.flush()
+        try:
+            yield run_dir
+        finally:
+            if made_lock and {p.name for p in run_dir.iterdir()} - {LOCK} == found:
+                lock_path.unlink()
+                if made_dir:
+                    run_dir.rmdir()
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)

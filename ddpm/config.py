@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ddpm import checkpoint as ckpt
@@ -55,6 +57,9 @@ RECIPES: dict[str, Recipe] = {
 RESUMABLE_FIELDS = frozenset(
     {"steps", "log_every", "ckpt_every", "device", "compile", "bf16", "out_dir"}
 )
+# Settings a resumed run may change on purpose, to carry on after a divergence: they alter the
+# updates from then on, so `ddpm.train` reports each change and records it in the checkpoint.
+OVERRIDABLE_FIELDS = frozenset({"lr", "grad_clip"})
 
 
 @dataclass(frozen=True)
@@ -175,10 +180,47 @@ class DataInfo:
     name: str
     shape: tuple[int, ...]  # one example: (C, H, W), or (2,) for toy points
     num_levels: int | None  # K grey levels; None for continuous toy data
+    # `fingerprint` of the data; None where it was not recorded (shipped models, checkpoints
+    # written before it was)
+    fingerprint: str | None = None
 
     @classmethod
     def of(cls, data: ImageData) -> DataInfo:
-        return cls(data.name, tuple(data.train.shape[1:]), data.num_levels)
+        return cls(data.name, tuple(data.train.shape[1:]), data.num_levels, fingerprint(data))
+
+
+def fingerprint(data: ImageData) -> str:
+    """SHA-256 (hex) of both splits' dtypes, shapes and values: any change of an example, of the
+    order or of the count changes it."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.test):
+        values = np.ascontiguousarray(split.detach().cpu().numpy())
+        digest.update(f"{values.dtype} {values.shape}\n".encode())
+        digest.update(memoryview(values).cast("B"))
+    return digest.hexdigest()
+
+
+def check_same_data(saved: DataInfo, found: DataInfo, where: str) -> None:
+    """CheckpointError naming each difference between the data a checkpoint (`where`) recorded
+    and the data found now; the fingerprint is compared where the checkpoint has one."""
+    differences = [
+        f"{label} {before} -> {after}"
+        for label, before, after in (
+            ("shape", tuple(saved.shape), tuple(found.shape)),
+            ("levels", saved.num_levels, found.num_levels),
+        )
+        if before != after
+    ]
+    if saved.fingerprint is not None and saved.fingerprint != found.fingerprint:
+        differences.append(
+            f"fingerprint {saved.fingerprint[:12]}... -> {str(found.fingerprint)[:12]}... "
+            "(other values)"
+        )
+    if differences:
+        raise ckpt.CheckpointError(
+            f"{where}: the data {found.name!r} differ from the data the checkpoint was trained "
+            f"on ({saved.name!r}): {'; '.join(differences)}"
+        )
 
 
 def build_diffusion(config: TrainConfig) -> GaussianDiffusion:

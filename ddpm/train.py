@@ -15,6 +15,16 @@ horizontal flips from `flip`, and the timesteps and noise of Algorithm 1 from `n
 states are saved with each checkpoint, so a run that is killed and resumed on the CPU logs exactly
 the losses of a run that was never interrupted.
 
+Divergence is an error, not a result: a step whose loss is NaN or infinite, or more than
+DIVERGENCE_FACTOR times the first step's, raises a `DivergenceError` naming the step, before any
+checkpoint of it is written. The last checkpoint then stays the one to resume from, and a resumed
+run may lower the learning rate or tighten the clipping (`OVERRIDABLE_FIELDS`); each such change
+is printed and recorded in the checkpoint's state.
+
+The output directory is the run's alone (`ddpm.checkpoint.claim_run_dir`): a lock keeps a second
+run out while this one writes, a fresh run refuses a directory holding files it did not write
+unless `share_dir=True`, and it never writes over an existing log.
+
 Steps are counted from 1: "step k" is the k-th optimizer update, and a record or checkpoint at
 step k comes after k updates.
 
@@ -30,7 +40,9 @@ import contextlib
 import copy
 import json
 import math
+import shlex
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -44,11 +56,13 @@ from tqdm import tqdm
 
 from ddpm import checkpoint as ckpt
 from ddpm.config import (
+    OVERRIDABLE_FIELDS,
     RESUMABLE_FIELDS,
     DataInfo,
     TrainConfig,
     build_diffusion,
     build_model,
+    check_same_data,
     config_from_checkpoint,
 )
 from ddpm.data import load_dataset, random_hflip
@@ -59,10 +73,21 @@ from ddpm.distributed import shutdown as shutdown_distributed
 from ddpm.losses import LossType, training_losses
 
 LOG_FILE = "log.jsonl"
+# A loss this many times the first step's is divergence: healthy training lowers the loss, and
+# noise between batches moves it by a small factor, never by three orders of magnitude.
+DIVERGENCE_FACTOR = 1000.0
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the step."""
+class DivergenceError(FloatingPointError):
+    """Training diverged; the message names the step and what to do next."""
+
+
+class NonFiniteLossError(DivergenceError):
+    """The training loss became NaN or infinite."""
+
+
+class LossGrowthError(DivergenceError):
+    """The training loss grew past DIVERGENCE_FACTOR times the first step's."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -224,6 +249,7 @@ class Trainer:
         dist: DistContext,
         resume: bool,
         progress: bool,
+        share_dir: bool = False,
     ):
         data = load_dataset(config.data)
         self.config = config = config.resolve(data)
@@ -255,11 +281,13 @@ class Trainer:
         self.loss_sum, self.loss_count = 0.0, 0  # losses since the last record
         self.pending: list[Tensor] = []  # per-step losses not yet checked and summed
         self.saved_step: int | None = None
+        self.start_loss: float | None = None  # the first step's: the scale divergence is judged by
+        self.overrides: list[dict] = []  # settings changed on resuming, kept in the checkpoint
         self.records: list[LogRecord] = []
         if resume:
             self._restore()
         else:
-            self._start_fresh()
+            self._start_fresh(share_dir)
         self.progress = tqdm(
             total=config.steps,
             initial=self.step,
@@ -287,30 +315,55 @@ class Trainer:
 
     # ----- checkpoints and the log -----
 
-    def _start_fresh(self) -> None:
+    def _start_fresh(self, share_dir: bool) -> None:
         if ckpt.has_checkpoint(self.out_dir):
             raise ckpt.CheckpointError(
                 f"{self.out_dir} already holds a checkpoint; resume it (--resume) or choose "
                 "another output directory"
             )
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / LOG_FILE).write_text("")
+        if not self.dist.is_main:
+            return
+        foreign = ckpt.foreign_files(self.out_dir)
+        if foreign and not share_dir:
+            raise ckpt.CheckpointError(
+                f"{self.out_dir} holds files this run did not write ({', '.join(foreign)}); "
+                "choose a new or empty output directory, or train beside them with --share-dir"
+            )
+        try:
+            with open(self.out_dir / LOG_FILE, "x"):  # "x": never over an existing log
+                pass
+        except FileExistsError:
+            raise ckpt.CheckpointError(
+                f"{self.out_dir / LOG_FILE} exists (the log of an earlier run?); a fresh run "
+                "writes its own: move it away or choose another output directory"
+            ) from None
 
     def _restore(self) -> None:
         saved = ckpt.read_checkpoint(self.out_dir)
         saved_config = config_from_checkpoint(saved)
-        changed = [
-            f"{f.name} ({getattr(saved_config, f.name)!r} -> {getattr(self.config, f.name)!r})"
+        differing = [
+            f.name
             for f in fields(TrainConfig)
             if f.name not in RESUMABLE_FIELDS
             and getattr(saved_config, f.name) != getattr(self.config, f.name)
         ]
-        if changed:
+        changed = [
+            f"{name} ({getattr(saved_config, name)!r} -> {getattr(self.config, name)!r})"
+            for name in differing
+        ]
+        if any(name not in OVERRIDABLE_FIELDS for name in differing):
             raise ckpt.CheckpointError(
                 f"{saved.path / ckpt.CONFIG}: the checkpoint was made with another configuration; "
-                f"changed: {', '.join(changed)}"
+                f"changed: {', '.join(changed)} (only {', '.join(sorted(OVERRIDABLE_FIELDS))} "
+                "may change on resuming)"
             )
+        try:
+            saved_data = DataInfo(**saved.state["data"])
+        except (KeyError, TypeError) as err:
+            raise ckpt.CheckpointError(
+                f"{self.out_dir / ckpt.MANIFEST}: no description of the data ({err!r})"
+            ) from err
+        check_same_data(saved_data, self.info, str(self.out_dir / ckpt.MANIFEST))
         if saved.step > self.config.steps:
             raise ValueError(
                 f"the checkpoint in {self.out_dir} is at step {saved.step}, past steps = "
@@ -335,6 +388,17 @@ class Trainer:
         self.step = self.saved_step = saved.step
         self.loss_sum = float(saved.state["loss_sum"])
         self.loss_count = int(saved.state["loss_count"])
+        self.start_loss = saved.state.get("start_loss")  # absent before it was recorded
+        self.overrides = list(saved.state.get("overrides", []))
+        for name in differing:  # only overridable ones are left
+            before, after = getattr(saved_config, name), getattr(self.config, name)
+            self.overrides.append({"step": saved.step, "field": name, "from": before, "to": after})
+            if self.dist.is_main:
+                print(
+                    f"ddpm train: resuming {self.out_dir} at step {saved.step} with {name} "
+                    f"{after!r} instead of the checkpoint's {before!r}",
+                    file=sys.stderr,
+                )
         if self.dist.is_main:
             _truncate_log(self.out_dir / LOG_FILE, saved.step)
 
@@ -354,6 +418,8 @@ class Trainer:
             state = {
                 "loss_sum": self.loss_sum,
                 "loss_count": self.loss_count,
+                "start_loss": self.start_loss,
+                "overrides": self.overrides,
                 "data": asdict(self.info),
             }
             ckpt.save_checkpoint(
@@ -376,18 +442,31 @@ class Trainer:
         values = mean_over_ranks(torch.stack(self.pending).float(), self.dist).tolist()
         self.pending.clear()
         for offset, value in enumerate(values):
+            if self.start_loss is None:
+                self.start_loss = value
             if not math.isfinite(value):
-                kept = (
-                    f"the last good checkpoint (step {self.saved_step}) is kept in {self.out_dir}"
-                    if self.saved_step is not None
-                    else "no checkpoint had been written"
-                )
                 raise NonFiniteLossError(
-                    f"training loss is {value} at step {first + offset}; stopped, {kept}. "
-                    "A lower learning rate (--lr) or stronger clipping (--grad-clip) may help."
+                    f"training loss is {value} at step {first + offset}; {self._advice()}"
+                )
+            if value > DIVERGENCE_FACTOR * self.start_loss:
+                raise LossGrowthError(
+                    f"training loss {value:.4g} at step {first + offset} is more than "
+                    f"{DIVERGENCE_FACTOR:g} times the first step's ({self.start_loss:.4g}): "
+                    f"training diverged; {self._advice()}"
                 )
         self.loss_sum += sum(values)
         self.loss_count += len(values)
+
+    def _advice(self) -> str:
+        lower = f"a learning rate below {self.config.lr:g}"
+        if self.saved_step is None:
+            return f"stopped before any checkpoint was written; start again with {lower} (--lr)"
+        return (
+            f"stopped; the last good checkpoint (step {self.saved_step}) is kept in "
+            f"{self.out_dir}. Continue from it with {lower} or a smaller clipping norm: "
+            f"ddpm train --out-dir {shlex.quote(str(self.out_dir))} --resume --lr ... "
+            "(or --grad-clip ...)"
+        )
 
     def _log(self, lr: float, started: float, interval_start: float, interval_steps: int) -> None:
         self._flush()
@@ -467,24 +546,39 @@ class Trainer:
         return TrainResult(config, self.model, self.ema, self.diffusion, self.step, self.records)
 
 
-def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig, progress: bool = True, resume: bool = False, share_dir: bool = False
+) -> TrainResult:
     """Train from scratch, or (`resume=True`) continue the checkpoint in `config.out_dir`.
 
     When resuming, `config` must match the saved one except for RESUMABLE_FIELDS (e.g. `steps`,
-    to train for longer). Under torchrun every process calls this; rank 0 writes the files.
-    Raises NonFiniteLossError when the loss stops being finite, CheckpointError for a damaged or
-    mismatched checkpoint.
+    to train for longer) and OVERRIDABLE_FIELDS (reported and recorded), and the data must be
+    the ones the checkpoint recorded. A fresh run needs a new or empty `out_dir`, or
+    `share_dir=True` to train beside the files there. Under torchrun every process calls this;
+    rank 0 writes the files. Raises DivergenceError when the loss stops being finite or explodes,
+    CheckpointError for a damaged or mismatched checkpoint or a directory in use or not the
+    run's own.
     """
     device = pick_device(config.device)
     dist = init_distributed(device)
     try:
-        trainer = Trainer(config, device, dist, resume=resume, progress=progress)
-        try:
-            return trainer.run()
-        finally:
-            trainer.progress.close()
+        with _claim(Path(config.out_dir), dist, create=not resume):
+            trainer = Trainer(config, device, dist, resume, progress, share_dir)
+            try:
+                return trainer.run()
+            finally:
+                trainer.progress.close()
     finally:
         shutdown_distributed(dist)
+
+
+def _claim(out_dir: Path, dist: DistContext, create: bool) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by rank 0 (the rank that writes)."""
+    if not dist.is_main:
+        return contextlib.nullcontext(out_dir)
+    if not create and not out_dir.is_dir():
+        raise ckpt.CheckpointError(f"{out_dir}: no such checkpoint directory")
+    return ckpt.claim_run_dir(out_dir, shlex.join(sys.argv))
 
 
 def _truncate_log(path: Path, step: int) -> None:

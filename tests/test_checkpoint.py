@@ -188,6 +188,14 @@ class _Payload:
         return {}
 
 
+def _reseal(manifest: dict) -> None:
+    """Recompute the manifest's own checksum as its format defines it: the SHA-256 of the other
+    keys, written as sorted JSON with a two-space indent and a final newline."""
+    rest = {k: v for k, v in manifest.items() if k != ckpt.MANIFEST_SHA256}
+    text = json.dumps(rest, indent=2, sort_keys=True) + "\n"
+    manifest[ckpt.MANIFEST_SHA256] = hashlib.sha256(text.encode()).hexdigest()
+
+
 def test_loading_never_unpickles_code(tmp_path):
     """A pickle that would run code when loaded, even with a matching checksum, is refused."""
     _save(tmp_path, 5, seed=1)
@@ -199,6 +207,7 @@ def test_loading_never_unpickles_code(tmp_path):
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+    _reseal(manifest)  # a forger who knows the format
     (tmp_path / ckpt.MANIFEST).write_text(json.dumps(manifest))
 
     saved = ckpt.read_checkpoint(tmp_path)

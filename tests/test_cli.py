@@ -65,7 +65,7 @@ def test_command_help_shows_the_commands_options(capsys, name):
 
 def test_no_options_means_the_digits_defaults():
     args = command_parser("train").parse_args([])
-    given = {k for k in vars(args) if k not in ("resume", "no_progress")}
+    given = {k for k in vars(args) if k not in ("resume", "share_dir", "no_progress")}
     assert not given  # nothing but TrainConfig's own defaults reaches the run
     assert (TrainConfig().data, TrainConfig().preset) == ("digits", "digits")
 
@@ -215,7 +215,7 @@ def test_train_resume_extends_with_the_saved_settings(run_dir, tmp_path):
     assert main(["train", "--resume", "--steps", "6", "--out-dir", str(copy), "--no-progress"]) == 0
     steps = [json.loads(line)["step"] for line in (copy / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
-    assert main(["train", "--resume", "--lr", "1", "--out-dir", str(copy), "--no-progress"]) == 1
+    assert main(["train", "--resume", "--seed", "1", "--out-dir", str(copy), "--no-progress"]) == 1
 
 
 def test_toy_data_train_sample_as_a_scatter_and_refuse_bpd(capsys, tmp_path):

@@ -16,13 +16,13 @@ import torch
 
 from ddpm import checkpoint as ckpt
 from ddpm.cli.options import DEFAULT_RUN
-from ddpm.config import TrainConfig, config_from_checkpoint
+from ddpm.config import DataInfo, TrainConfig, check_same_data, config_from_checkpoint
 from ddpm.data import load_dataset
 from ddpm.device import pick_device
 from ddpm.likelihood import calc_bpd_loop
 from ddpm.pretrained import load_pretrained, pretrained_dir
 from ddpm.samplers import sample
-from ddpm.train import NonFiniteLossError, TrainingInterrupted, train
+from ddpm.train import DivergenceError, TrainingInterrupted, train
 from ddpm.trained import TrainedModel, load_trained
 
 IMAGE_PIXELS = 64  # sample grids upscale each image (nearest neighbour) to about this size
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     """Carry out `args.command`; the exit status, with a one-line message for a known failure."""
     try:
         RUN[args.command](args)
-    except (ckpt.CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as err:
+    except (ckpt.CheckpointError, DivergenceError, ValueError, FileNotFoundError) as err:
         print(f"ddpm {args.command}: error: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as stopped:
@@ -51,7 +51,9 @@ def run_train(args: argparse.Namespace) -> None:
     if args.resume:
         saved = ckpt.read_checkpoint(config.out_dir)
         config = replace(config_from_checkpoint(saved), **given)
-    result = train(config, progress=not args.no_progress, resume=args.resume)
+    result = train(
+        config, progress=not args.no_progress, resume=args.resume, share_dir=args.share_dir
+    )
     last = result.log[-1] if result.log else None
     loss = f", last loss {last.loss:.4f}" if last else ""
     print(f"trained to step {result.step}{loss}; checkpoint and log.jsonl in {result.out_dir}")
@@ -89,6 +91,7 @@ def run_sample(args: argparse.Namespace) -> None:
         clip_denoised=trained.data.num_levels is not None,
         progress=not args.no_progress,
     )
+    refuse_non_finite(x, trained, "samples")
     out = args.out or Path(args.run_dir) / "samples.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     array = x.float().cpu().numpy()
@@ -100,6 +103,25 @@ def run_sample(args: argparse.Namespace) -> None:
     print(
         f"{args.num} samples (step {trained.step}, {args.weights} weights): {out} and "
         f"{out.with_suffix('.npy')}"
+    )
+
+
+def refuse_non_finite(values: torch.Tensor, trained: TrainedModel, what: str) -> None:
+    """ValueError, before anything is written, when any of `values` [N x ...] is NaN or
+    infinite; it names the checkpoint's step and whether its weights are to blame."""
+    bad = int((~torch.isfinite(values.flatten(1))).any(dim=1).sum())
+    if not bad:
+        return
+    damaged = sum(not bool(torch.isfinite(p).all()) for p in trained.model.parameters())
+    cause = (
+        f"{damaged} weight tensors of the model are not finite: the run diverged before step "
+        f"{trained.step}; train again with a lower --lr"
+        if damaged
+        else "the weights are finite: try another --sampler or fewer --steps"
+    )
+    raise ValueError(
+        f"{bad} of {len(values)} {what} are not finite (NaN or infinite) with the weights of "
+        f"step {trained.step}; nothing written. {cause}"
     )
 
 
@@ -144,7 +166,10 @@ def run_bpd(args: argparse.Namespace) -> None:
             f"{trained.data.name!r} is continuous 2-D data; the bound in bits/dim needs data on "
             "discrete levels (images)"
         )
-    data = getattr(load_dataset(trained.config.data), args.split)[: args.num]
+    dataset = load_dataset(trained.config.data)
+    # The data may have changed since training (a file replaced, a folder edited).
+    check_same_data(trained.data, DataInfo.of(dataset), str(args.run_dir))
+    data = getattr(dataset, args.split)[: args.num]
     generator = torch.Generator(device=device).manual_seed(args.seed)
     results = []
     with torch.no_grad():
@@ -160,6 +185,7 @@ def run_bpd(args: argparse.Namespace) -> None:
                 )
             )
     total = torch.cat([r.total_bpd for r in results]).cpu()
+    refuse_non_finite(total[:, None], trained, "per-example bounds")
     prior = torch.cat([r.prior_bpd for r in results]).cpu()
     terms = torch.cat([r.terms_bpd for r in results]).cpu()
     mse = torch.cat([r.mse for r in results]).cpu()
@@ -209,9 +235,10 @@ def run_info(args: argparse.Namespace) -> None:
     params = sum(p.numel() for p in trained.model.parameters())
     print(f"checkpoint: {saved.path}")
     print(f"step: {saved.step} of {trained.config.steps}")
+    fingerprint = trained.data.fingerprint or "not recorded"
     print(
         f"data: {trained.data.name}, shape {list(trained.data.shape)}, "
-        f"levels {trained.data.num_levels}"
+        f"levels {trained.data.num_levels}, fingerprint {fingerprint}"
     )
     print(f"parameters: {params:,}")
     print("config:")

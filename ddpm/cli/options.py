@@ -64,7 +64,14 @@ def _train() -> Parser:
         "--resume",
         action="store_true",
         default=False,
-        help="continue the checkpoint in the output directory",
+        help="continue the checkpoint in the output directory; --lr and --grad-clip may be "
+        "given to change them from its step on (reported, and recorded in the checkpoint)",
+    )
+    p.add(
+        "--share-dir",
+        action="store_true",
+        default=False,
+        help="start in an output directory that holds other files (they are left alone)",
     )
     p.add("--no-progress", action="store_true", default=False, help="no progress bar")
     return p
@@ -211,7 +218,7 @@ def _add_model_options(p: Parser) -> None:
 def _sample() -> Parser:
     p = Parser(
         prog="ddpm sample",
-        description="Sample with the ancestral sampler (Algorithm 2) or DDIM; "
+        description="Sample with the ancestral sampler (Algorithm 2), DDIM or DPM-Solver++(2M); "
         "write an image grid (PNG; a scatter plot for 2-D data) and the raw array "
         "(.npy, values in [-1, 1]).",
     )
@@ -221,12 +228,14 @@ def _sample() -> Parser:
         type=choice(SamplerKind),
         metavar=_metavar(SamplerKind),
         default=SamplerKind.ANCESTRAL,
-        help="ancestral: all T steps of p; ddim: any number of steps (default: ancestral)",
+        help="ancestral: all T steps of p; ddim: any number of steps; dpmsolver++: "
+        "DPM-Solver++(2M), deterministic, few steps (default: ancestral)",
     )
     p.add(
         "--steps",
         type=count,
-        help="DDIM steps (default: 50, or T if smaller); ancestral sampling always takes all T",
+        help="steps of ddim (default: 50) or dpmsolver++ (default: 20), or T if smaller; "
+        "ancestral sampling always takes all T",
     )
     p.add(
         "--eta",
