@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test browser setup lint clean
+.PHONY: book test browser notebooks setup lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ book: $(STAMP)
 # files and over HTTP, and its controls; screenshots go to _build/screenshots/
 browser: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_browser.py
+
+# the built book's downloadable notebooks: no raw MyST left in them, and those of the pages that
+# executed in under a minute run top to bottom in a fresh kernel (`make notebooks` after `make book`)
+notebooks: $(STAMP)
+	$(BIN)/python tests/run_notebooks.py
 
 clean:
 	rm -rf _build

@@ -148,7 +148,8 @@ def test_the_workflow_runs_the_readme_commands_tests_first(workflow):
     readme = sorted(line.split("#")[0].strip() for line in quick_start.group(1).splitlines())
     runs = [s["run"].strip() for s in steps(workflow["jobs"]["build"]) if "run" in s]
     made = [r for r in runs if r.startswith("make ")]
-    assert made == ["make test", "make book", "make browser"]  # the browser needs the built book
+    # the notebooks and the browser need the built book
+    assert made == ["make test", "make book", "make notebooks", "make browser"]
     assert sorted(made[:2]) == readme
     # CI=true turns the browser test's skip into a failure: the job must install chromium first
     install = next(i for i, r in enumerate(runs) if "apt-get install" in r)

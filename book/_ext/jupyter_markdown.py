@@ -66,16 +66,19 @@ def resolve_roles(text: str, role: RoleResolver) -> str:
     return outside_code(text, lambda chunk: ROLE.sub(lambda m: role(m.group(1), m.group(2)), chunk))
 
 
-def resolve_directives(text: str, directive: DirectiveResolver) -> str:
-    """Every MyST directive block replaced by what ``directive`` makes of it."""
-    return DIRECTIVE.sub(
-        lambda m: directive(m.group("name"), m.group("argument").strip(), m.group("body")), text
-    )
-
-
 def to_jupyter(text: str, role: RoleResolver, directive: DirectiveResolver) -> str:
-    """A markdown cell of the book as Jupyter reads it: directives, then roles, then math."""
-    return jupyter_math(resolve_roles(resolve_directives(text, directive), role))
+    """A markdown cell of the book as Jupyter reads it.
+
+    A directive block becomes what ``directive`` returns, in Jupyter's dialect already (it
+    rewrites its own body); the text around it gets its roles resolved and its math rewritten.
+    """
+    pieces, start = [], 0
+    for block in DIRECTIVE.finditer(text):
+        pieces.append(jupyter_math(resolve_roles(text[start : block.start()], role)))
+        name, argument, body = block.group("name", "argument", "body")
+        pieces.append(directive(name, argument.strip(), body))
+        start = block.end()
+    return "".join([*pieces, jupyter_math(resolve_roles(text[start:], role))])
 
 
 def myst_left_in(text: str) -> list[str]:

@@ -16,6 +16,7 @@ package and where to run the notebook; ``python -m tests.run_notebooks`` execute
 from __future__ import annotations
 
 import base64
+import mimetypes
 import posixpath
 import re
 from pathlib import Path
@@ -47,10 +48,9 @@ cd ddpm-book
 make setup   # .venv: requirements*.txt and the package (pip install -e .)
 ```
 
-Then put this notebook in the clone's `book/` folder, beside the page's source (some pages
-read files relative to it), and open it there with Jupyter, or run it top to bottom with
-`.venv/bin/jupyter execute book/{name}`. The book's page [Install and run]({install})
-says more.
+Then put this notebook in {folder} of the clone, beside the page's source (a page may read
+files relative to it), and open it there with Jupyter, or run it top to bottom with
+`.venv/bin/jupyter execute {path}`.{more}
 """
 
 
@@ -110,7 +110,7 @@ class PageNotebook:
             return target
         return self.markdown_of(resolved)
 
-    def glued(self, key: str) -> nbformat.NotebookNode:
+    def glued(self, key: str) -> dict[str, str]:
         """The output that ``glue(key, ...)`` recorded in this page's notebook."""
         for cell in self.notebook.cells:
             for output in cell.get("outputs", []):
@@ -124,21 +124,15 @@ class PageNotebook:
             return self.resolve_xref("math", "eq", content)
         if name == "numref":
             return self.resolve_xref("std", "numref", content)
-        if name == "doc":
-            return self.resolve_xref("std", "doc", content)
         if name == "cite" or name.startswith("cite:"):
             return self.resolve_xref("cite", name.partition(":")[2] or "p", content)
-        if name in ("glue", "glue:any", "glue:text"):
-            # MyST-NB's rule: the text after the last colon of glue:text is a format spec
+        if name == "glue:text":
+            # MyST-NB's rule: the text after the last colon is a format spec
             key, fmt = content.rsplit(":", 1) if ":" in content else (content, "s")
-            if name != "glue:text":
-                key, fmt = content, ""
             return format_plain_text(self.glued(key)["text/plain"], fmt)
         if name == "glue:md":
             key = content.rsplit(":", 1)[0]  # glue:md`key:format`: the format is MyST's
             return self.markdown(self.glued(key)["text/markdown"])
-        if name == "math":
-            return f"$${content}$$"
         logger.warning(
             f"notebook of {self.pagename}: role {{{name}}} kept as text", type="notebooks"
         )
@@ -167,19 +161,20 @@ class PageNotebook:
         if name == "glue:math":
             latex = self.glued(argument)["text/latex"].strip().strip("$").strip()
             return f"$$\n{latex}\n$$"
-        if name in ("glue:figure", "glue:any", "glue"):
+        if name == "glue:figure":
             return self.figure(self.glued(argument), options, rest)
         if name == "glue:md":
             return self.markdown(self.glued(argument)["text/markdown"])
         if name == "figure":
             path = Path(self.app.srcdir, posixpath.dirname(self.pagename), argument)
             data = base64.b64encode(path.read_bytes()).decode()
-            return self.figure({"image/png": data}, options, rest)
-        if name in ("admonition", "note", "tip", "warning", "important"):
-            title = self.markdown(argument) if argument else name.capitalize()
-            text = f"**{title}**\n\n{self.markdown(rest)}"
+            return self.figure({mimetypes.guess_type(path)[0]: data}, options, rest)
+        if name == "admonition":
+            text = f"**{self.markdown(argument)}**\n\n{self.markdown(rest)}"
             return "\n".join(f"> {line}".rstrip() for line in text.splitlines())
-        return f"*[{name}: see the book's page]({self.page_url(self.pagename)})*"
+        # what the book's own directives (concordance, ...) build is on the page
+        page = self.page_url(self.pagename)
+        return f"*(The book's build makes this part: see [the page]({page}).)*"
 
     def markdown(self, text: str) -> str:
         return to_jupyter(text, self.role, self.directive)
@@ -205,13 +200,16 @@ class PageNotebook:
         repository = config.html_theme_options.get("repository_url")
         if repository in (None, "", JUPYTER_BOOK_REPOSITORY):  # Jupyter Book's stand-in
             repository = "<repository-url>"
-        install = next((d for d in self.app.env.found_docs if d.endswith("install")), None)
+        folder = posixpath.dirname(self.pagename)
+        install = posixpath.join(folder, "install")  # book/install.md, where the book has one
+        more = f" The book's page [Install and run]({self.page_url(install)}) says more."
         text = INSTALL.format(
             title=self.app.env.titles[self.pagename].astext(),
             book=config.html_title,
             repository=repository,
-            name=posixpath.basename(self.pagename) + ".ipynb",
-            install=self.page_url(install) if install else self.page_url(config.root_doc),
+            folder=f"the folder `{folder}/`" if folder else "the root folder",
+            path=f"{self.pagename}.ipynb",
+            more=more if install in self.app.env.found_docs else "",
         )
         return nbformat.v4.new_markdown_cell(text)
 

@@ -9,6 +9,7 @@
 "use strict";
 
 const SNIPPET_LENGTH = 240; // characters of text shown under a hit, about
+const SHORT_PARAGRAPH = 60; // characters: shorter is a title or a link line, not prose
 const MATH = /(\\\(.*?\\\))/s; // inline math as the page text holds it
 const SENTENCE_END = /(?<=[.!?])\s+/;
 
@@ -79,7 +80,12 @@ function snippet(prose, section, words) {
   const chosen = inSection.length ? inSection : prose;
   const paragraphs = chosen.map(([paragraph]) => sentences(paragraph));
   const hasWord = (sentence) => words.some((word) => plain(sentence).includes(word));
-  const all = paragraphs.find((paragraph) => paragraph.some(hasWord)) || paragraphs[0];
+  // a heading-like line (a link to the next page, a list item) says little: prefer a paragraph
+  const withWord = paragraphs.filter((paragraph) => paragraph.some(hasWord));
+  const all =
+    withWord.find((paragraph) => length(paragraph.flat()) >= SHORT_PARAGRAPH) ||
+    withWord[0] ||
+    paragraphs[0];
   if (!all) return null;
   const first = Math.max(all.findIndex(hasWord), 0);
   let last = first;
