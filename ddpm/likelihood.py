@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ddpm.diffusion import GaussianDiffusion, Model
+from ddpm.diffusion import GaussianDiffusion, Model, autocast_model
 from ddpm.losses import mean_flat, normal_kl, vlb_term_bpd
 
 __all__ = ["BPDResult", "calc_bpd_loop", "prior_bpd"]
@@ -47,13 +47,16 @@ def calc_bpd_loop(
     *,
     clip_denoised: bool = True,
     generator: torch.Generator | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> BPDResult:
     """Evaluate every term of the bound for a batch x0 [N, C, ...] in [-1, 1] on K levels.
 
     One x_t ~ q(x_t | x_0) is drawn per index (from ``generator`` if given), so the KL terms are
     single-sample estimates in x_t but exact in x_{t-1}. Clamping the x_0 estimate
-    (``clip_denoised``) changes p, and the result is still a bound.
+    (``clip_denoised``) changes p, and the result is still a bound. ``autocast_dtype`` (e.g.
+    torch.bfloat16) runs the network under autocast; the bound's arithmetic stays as it is.
     """
+    model = autocast_model(model, autocast_dtype)
     N, T = x0.shape[0], diffusion.T
     terms = torch.zeros(N, T, dtype=torch.float64, device=x0.device)
     mse = torch.zeros_like(terms)

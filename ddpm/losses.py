@@ -142,14 +142,7 @@ def training_losses(
     x_t = diffusion.q_sample(x0, t, noise)
     out = model(x_t, t)
     C = x0.shape[1]
-    target = {
-        MeanType.EPS: noise,
-        MeanType.X0: x0,
-        MeanType.V: diffusion.v_from_x0_eps(x0, t, noise),
-        # the posterior mean: the MSE is then the paper's ||mu_tilde - mu_theta||^2 (Table 2)
-        MeanType.MU: diffusion.q_posterior(x0, x_t, t).mean,
-    }[diffusion.mean_type]
-    mse = mean_flat((out[:, :C] - target) ** 2)
+    mse = mean_flat((out[:, :C] - _target(diffusion, x0, x_t, t, noise)) ** 2)
     if loss_type is LossType.SIMPLE and not with_vlb:
         return LossTerms(mse, mse, None)
 
@@ -163,3 +156,18 @@ def training_losses(
     if loss_type is LossType.KL:
         return LossTerms(vlb, mse, vlb)
     return LossTerms(mse + HYBRID_LAMBDA * vlb, mse, vlb)
+
+
+def _target(
+    diffusion: GaussianDiffusion, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor
+) -> Tensor:
+    """What the network's first C channels should output under ``diffusion.mean_type`` (only
+    that one is computed)."""
+    if diffusion.mean_type is MeanType.EPS:
+        return noise
+    if diffusion.mean_type is MeanType.X0:
+        return x0
+    if diffusion.mean_type is MeanType.V:
+        return diffusion.v_from_x0_eps(x0, t, noise)
+    # the posterior mean: the MSE is then the paper's ||mu_tilde - mu_theta||^2 (Table 2)
+    return diffusion.q_posterior(x0, x_t, t).mean

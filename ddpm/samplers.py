@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from ddpm.diffusion import GaussianDiffusion, Model, PMeanVar
+from ddpm.diffusion import GaussianDiffusion, Model, PMeanVar, autocast_model
 from ddpm.schedule import parse_choice
 
 __all__ = [
@@ -278,12 +278,16 @@ def sample_progressive(
     clip_denoised: bool = True,
     progress: bool = True,
     x_T: Tensor | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Iterator[SampleStep]:
     """Runs ``sampler`` (default :class:`Ancestral`) from x_T to x_0, one step per index.
 
     shape: [N, C, ...] of the samples; ``x_T`` (default: a draw from N(0, I)) starts the chain;
-    ``clip_denoised`` clamps every x_0 estimate to [-1, 1] (see `p_mean_variance`).
+    ``clip_denoised`` clamps every x_0 estimate to [-1, 1] (see `p_mean_variance`);
+    ``autocast_dtype`` (e.g. torch.bfloat16) runs the network under autocast, the chain's own
+    arithmetic staying float32 (see `autocast_model`).
     """
+    model = autocast_model(model, autocast_dtype)
     sampler = Ancestral() if sampler is None else sampler
     seq = sampler.sequence(diffusion.T)
     x = _start(shape, generator, device, x_T)
@@ -311,7 +315,8 @@ def sample(
 
     Ancestral sampling always runs all T steps (``steps`` must be None or T) and ignores ``eta``;
     DDIM defaults to 50 steps and DPM-Solver++(2M) to 20 (T if fewer). Other keywords
-    (generator, device, clip_denoised, progress, x_T) go to :func:`sample_progressive`.
+    (generator, device, clip_denoised, progress, x_T, autocast_dtype) go to
+    :func:`sample_progressive`.
     """
     if not isinstance(sampler, Sampler):
         sampler = make_sampler(

@@ -7,14 +7,15 @@ So ``betas[0]`` is the paper's beta_1, ``alpha_bar[t]`` is alpha_bar_{t+1}, the 
 at index ``t`` is the paper's x_{t+1}, and the reverse step at index ``t`` maps x_{t+1} to x_t
 (index 0 is the decoder step x_1 -> x_0). Every table has length T and is read with one helper,
 :func:`extract`, which gathers ``table[t]`` for a batch of indices and shapes the result to
-broadcast against the data. Tables are float64 numpy arrays; data live in [-1, 1].
+broadcast against the data. Tables are float64 numpy arrays; data live in [-1, 1]. Timesteps are
+checked once, where they enter the package's functions, by :func:`check_timesteps`, never in a
+table read: a read on a GPU then never waits for the device.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,11 +26,13 @@ import torch
 __all__ = [
     "NoiseSchedule",
     "ScheduleKind",
+    "check_timesteps",
     "cosine_schedule",
     "extract",
     "linear_schedule",
     "make_schedule",
     "parse_choice",
+    "table_dtype",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -173,46 +176,50 @@ def _check_T(T: int) -> None:
         raise ValueError(f"T = {T!r}; the number of steps must be an integer >= 1")
 
 
-# Per-device torch copies of the numpy tables, keyed by (id(table), device). An entry is dropped
-# when its table is garbage-collected, so a recycled id never finds a stale copy.
-_DEVICE_TABLES: dict[tuple[int, torch.device], torch.Tensor] = {}
+# Devices where torch._assert_async checks a value without the host waiting for it (on the CPU
+# and the shape-only meta device it acts at once).
+_ASYNC_ASSERT_DEVICES = ("cpu", "cuda", "meta")
 
 
-def _on_device(table: np.ndarray, device: torch.device) -> torch.Tensor:
-    key = (id(table), device)
-    cached = _DEVICE_TABLES.get(key)
-    if cached is None:
-        if not any(k[0] == key[0] for k in _DEVICE_TABLES):
-            weakref.finalize(table, _forget, key[0])
-        # MPS has no float64; everywhere else the table stays float64 until after the gather.
-        dtype = torch.float32 if device.type == "mps" else torch.float64
-        cached = torch.tensor(table, dtype=dtype, device=device)
-        _DEVICE_TABLES[key] = cached
-    return cached
+def check_timesteps(t: torch.Tensor | int, T: int, x: torch.Tensor) -> None:
+    """Check timesteps where they enter: an int in {0, ..., T-1}, or an integer tensor [N] of such
+    indices, one per element of the batch x [N, ...]; a ValueError says what is wrong.
 
-
-def _forget(table_id: int) -> None:
-    for key in [k for k in _DEVICE_TABLES if k[0] == table_id]:
-        del _DEVICE_TABLES[key]
-
-
-def extract(table: np.ndarray, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor | float:
-    """Gather ``table[t]`` for a batch of timestep indices and shape it to broadcast against ``x``.
-
-    table: float64 array [T]. t: integer tensor [N], each in {0, ..., T-1}. x: tensor [N, ...].
-    Returns [N, 1, ..., 1] (as many dims as ``x``) with x's dtype and device; the gather happens in
-    float64 (float32 on MPS) and only the result is cast.
-    A Python int t is one index shared by the whole batch (a sampler's step): the entry is returned
-    as a Python float, which broadcasts without a gather or a host-device synchronisation.
+    The range of a tensor is checked without waiting for its device: on the CPU at once, on a CUDA
+    device by an asynchronous assertion that fails the next synchronising call (a device-side
+    assert) instead of making the host read the indices back. :func:`extract` checks no range, so
+    that a table read never asks the device a question.
     """
-    T = len(table)
-    if isinstance(t, int) and not isinstance(t, bool):
+    if not isinstance(t, torch.Tensor):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ValueError(f"timestep {t!r} must be an integer index in [0, {T - 1}]")
         if not 0 <= t < T:
             raise ValueError(
                 f"timestep {t} is out of range; valid indices are 0..{T - 1} (T = {T})"
             )
-        return float(table[t])
-    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.is_complex():
+        return
+    _check_index_tensor(t, T, x)
+    if t.numel() == 0:
+        return
+    low, high = torch.aminmax(t)
+    in_range = (low >= 0) & (high < T)
+    message = f"timesteps out of range; valid indices are 0..{T - 1} (T = {T})"
+    if t.device.type not in _ASYNC_ASSERT_DEVICES:
+        if not in_range:  # no asynchronous assertion here: ask the device
+            raise ValueError(message)
+        return
+    try:
+        torch._assert_async(in_range, message)
+    except RuntimeError:  # raised at once on the CPU, where reading t back costs nothing
+        bad = t[(t < 0) | (t >= T)][0].item()
+        raise ValueError(
+            f"timestep {bad} is out of range; valid indices are 0..{T - 1} (T = {T})"
+        ) from None
+
+
+def _check_index_tensor(t: torch.Tensor, T: int, x: torch.Tensor) -> None:
+    """dtype and shape of a timestep tensor: integer, [N] for x [N, ...] (no values read)."""
+    if t.is_floating_point() or t.is_complex():
         raise ValueError(f"timesteps must be an integer tensor, indices in [0, {T - 1}]; got {t!r}")
     if t.dtype == torch.bool:
         raise ValueError(f"timesteps must be integer indices in [0, {T - 1}], got a bool tensor")
@@ -221,9 +228,34 @@ def extract(table: np.ndarray, t: torch.Tensor | int, x: torch.Tensor) -> torch.
             f"timesteps have shape {tuple(t.shape)} but x has shape {tuple(x.shape)}; "
             "need one timestep per batch element, t of shape [N] for x of shape [N, ...]"
         )
-    out_of_range = (t < 0) | (t >= T)
-    if out_of_range.any():
-        bad = t[out_of_range][0].item()
-        raise ValueError(f"timestep {bad} is out of range; valid indices are 0..{T - 1} (T = {T})")
-    values = _on_device(table, x.device)[t.to(x.device)]
+
+
+def table_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of a table copied to ``device``: float64, except on MPS, which has none."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def extract(
+    table: np.ndarray | torch.Tensor, t: torch.Tensor | int, x: torch.Tensor
+) -> torch.Tensor | float:
+    """Gather ``table[t]`` for a batch of timestep indices and shape it to broadcast against ``x``.
+
+    table: float64 array [T], or a torch copy of it on x's device (what `GaussianDiffusion` keeps
+    per device, so that a read copies nothing). t: integer tensor [N] of indices in
+    {0, ..., T-1}, whose range is *not* checked here (see :func:`check_timesteps`). x: [N, ...].
+    Returns [N, 1, ..., 1] (as many dims as ``x``) with x's dtype and device; the gather happens in
+    float64 (float32 on MPS) and only the result is cast.
+    A Python int t is one index shared by the whole batch (a sampler's step): read from a numpy
+    table, the entry is returned as a Python float, which broadcasts without a gather.
+    """
+    T = len(table)
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+        check_timesteps(t, T, x)
+        return table[t].to(x.dtype) if isinstance(table, torch.Tensor) else float(table[t])
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"timesteps must be an integer tensor, indices in [0, {T - 1}]; got {t!r}")
+    _check_index_tensor(t, T, x)
+    if not isinstance(table, torch.Tensor):
+        table = torch.tensor(table, dtype=table_dtype(x.device), device=x.device)
+    values = table[t.to(table.device)]
     return values.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))

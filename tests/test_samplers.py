@@ -361,3 +361,26 @@ def test_dpm_solver_pp_2m_matches_diffusers(steps):
         theirs, _ = diffusers_dpm_solver(betas, eps_model, x_T, timesteps=seq[::-1])
         ours = sample(d, eps_model, x_T.shape, DPMSolverPP(steps=steps), **kw)
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", [Ancestral(), DDIM(steps=6), DPMSolverPP(steps=6)])
+def test_bf16_autocast_runs_the_network_in_bf16_and_stays_close_to_float32(sampler):
+    d = diffusion()
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(3, 3, 1)
+    seen = []
+
+    def net(x_t, t):
+        h = conv(x_t[..., None])[..., 0]
+        seen.append(h.dtype)
+        return torch.tanh(h) + 0.01 * t[:, None]
+
+    kw = dict(x_T=torch.randn(SHAPE, generator=gen(4)), generator=gen(5), progress=False)
+    full = sample(d, net, SHAPE, sampler, **kw)
+    kw["generator"] = gen(5)
+    half = sample(d, net, SHAPE, sampler, autocast_dtype=torch.bfloat16, **kw)
+    assert set(seen) == {torch.float32, torch.bfloat16}  # the network did run in bf16
+    assert half.dtype == torch.float32 and not torch.equal(half, full)
+    # bf16 keeps 8 significant bits: each network output is off by about 2^-8 of its size (of
+    # order one here), and the chain adds up a few such errors.
+    torch.testing.assert_close(half, full, rtol=0, atol=4 * 2.0**-8)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ddpm.schedule import (
     NoiseSchedule,
     ScheduleKind,
+    check_timesteps,
     cosine_schedule,
     extract,
     linear_schedule,
@@ -194,19 +195,52 @@ def test_extract_gathers_in_float64_and_broadcasts():
         extract(schedule.alpha_bar, 100, x32)
 
 
-@pytest.mark.parametrize(
-    "t, match",
-    [
-        (torch.tensor([0, 10]), r"timestep 10 is out of range; valid indices are 0\.\.9"),
-        (torch.tensor([-1, 0]), r"timestep -1 is out of range; valid indices are 0\.\.9"),
-        (torch.tensor([0.0, 1.0]), r"integer"),
-        (torch.tensor([0, 1, 2]), r"shape \(3,\).*\(2, 3\)"),
-        (torch.tensor([[0, 1]]), r"shape \(1, 2\)"),
-    ],
-)
+BAD_TIMESTEP_TENSORS = [
+    (torch.tensor([0.0, 1.0]), r"integer"),
+    (torch.tensor([True, False]), r"bool"),
+    (torch.tensor([0, 1, 2]), r"shape \(3,\).*\(2, 3\)"),
+    (torch.tensor([[0, 1]]), r"shape \(1, 2\)"),
+]
+OUT_OF_RANGE = [
+    (torch.tensor([0, 10]), r"timestep 10 is out of range; valid indices are 0\.\.9"),
+    (torch.tensor([-1, 0]), r"timestep -1 is out of range; valid indices are 0\.\.9"),
+    (10, r"timestep 10 is out of range; valid indices are 0\.\.9"),
+    (-1, r"timestep -1 is out of range; valid indices are 0\.\.9"),
+    (2.0, r"timestep 2\.0 must be an integer"),
+    (True, r"timestep True must be an integer"),
+]
+
+
+@pytest.mark.parametrize("t, match", BAD_TIMESTEP_TENSORS)
 def test_extract_rejects_bad_timesteps(t, match):
     with pytest.raises(ValueError, match=match):
         extract(linear_schedule(T=10).betas, t, torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("t, match", BAD_TIMESTEP_TENSORS + OUT_OF_RANGE)
+def test_check_timesteps_rejects_bad_timesteps(t, match):
+    with pytest.raises(ValueError, match=match):
+        check_timesteps(t, 10, torch.zeros(2, 3))
+
+
+def test_check_timesteps_accepts_every_valid_index():
+    x = torch.zeros(10, 3)
+    check_timesteps(torch.arange(10), 10, x)
+    check_timesteps(torch.arange(10, dtype=torch.int32), 10, x)
+    check_timesteps(torch.zeros(0, dtype=torch.long), 10, x[:0])
+    for t in (0, 9, np.int64(5)):
+        check_timesteps(t, 10, x)
+
+
+def test_extract_reads_a_table_already_on_the_device_as_it_reads_the_numpy_one():
+    schedule = linear_schedule(T=100)
+    t = torch.tensor([3, 0, 99, 3])
+    x = torch.zeros(4, 2, 5)
+    on_device = torch.tensor(schedule.alpha_bar, dtype=torch.float64)
+    got = extract(on_device, t, x)
+    assert got.shape == (4, 1, 1)
+    assert got.flatten().tolist() == [np.float32(schedule.alpha_bar[i]) for i in (3, 0, 99, 3)]
+    assert torch.equal(got, extract(schedule.alpha_bar, t, x))
 
 
 # ----- validation -----
