@@ -36,24 +36,31 @@ from torch import Tensor, nn
 MAX_GROUPS = 32  # the paper's GroupNorm group count
 
 
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+def timestep_embedding(
+    t: Tensor, dim: int, max_period: float = 10000.0, freq_shift: int = 0
+) -> Tensor:
     """Sinusoidal embedding of timesteps (Vaswani et al. 2017, section 3.5), as used by DDPM.
 
     Args:
         t: [N] timestep indices (any real or integer dtype).
         dim: embedding width, even.
         max_period: the longest wavelength, in timesteps.
+        freq_shift: 0 or 1, see below; 1 makes the lowest frequency exactly 1 / max_period.
 
     Returns:
         [N, dim] float32 tensor: column i < dim/2 is sin(t * w_i), column dim/2 + i is cos(t * w_i),
-        with frequencies w_i = max_period ** (-i / (dim/2)), i = 0, ..., dim/2 - 1.
+        with frequencies w_i = max_period ** (-i / (dim/2 - freq_shift)), i = 0, ..., dim/2 - 1.
     """
     if dim < 2 or dim % 2:
         raise ValueError(f"timestep embedding width must be a positive even number, got {dim}")
+    if freq_shift not in (0, 1) or dim // 2 <= freq_shift:
+        raise ValueError(
+            f"freq_shift must be 0 or 1 and below dim/2 = {dim // 2}, got {freq_shift}"
+        )
     if t.ndim != 1:
         raise ValueError(f"timesteps must have shape [N], got {tuple(t.shape)}")
     half = dim // 2
-    exponents = torch.arange(half, device=t.device, dtype=torch.float32) / half
+    exponents = torch.arange(half, device=t.device, dtype=torch.float32) / (half - freq_shift)
     freqs = torch.exp(-math.log(max_period) * exponents)
     args = t.float()[:, None] * freqs[None, :]  # [N, half]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
@@ -70,8 +77,8 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups(channels), channels, eps=1e-6)
 
 
-def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1)
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
 
 
 class ResBlock(nn.Module):
@@ -134,11 +141,14 @@ class _ResAttn(nn.Module):
 
 # Down- and upsampling take (x, temb) like _ResAttn so that each path of the U-Net is one loop.
 class _Downsample(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, pad_after: bool):
         super().__init__()
-        self.conv = _conv3x3(channels, channels, stride=2)
+        self.pad_after = pad_after
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if pad_after else 1)
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        if self.pad_after:  # one zero row below and one zero column to the right
+            x = F.pad(x, (0, 1, 0, 1))
         return self.conv(x)
 
 
@@ -167,6 +177,13 @@ class UNetConfig:
     # Also output, per channel, the v in [-1, 1] of the learned-range variance (Nichol & Dhariwal
     # 2021); the paper itself fixes the variance, so this is off.
     learn_sigma: bool = False
+    # The two choices below change no weight, only what the network computes with them. The
+    # defaults follow improved-diffusion; the paper's own (TensorFlow) code, and the models it
+    # released, use freq_shift=1 and downsample_pad_after=True (`ddpm.diffusers_io` reads both).
+    freq_shift: int = 0  # frequencies max_period ** (-i / (half - freq_shift)) of the embedding
+    # Downsampling pads one row and column after the image (TensorFlow's "SAME" padding for
+    # stride 2) instead of one on every side.
+    downsample_pad_after: bool = False
 
     def __post_init__(self):
         # Lists (from a JSON config, say) become tuples so that configs compare and hash.
@@ -177,6 +194,8 @@ class UNetConfig:
                 raise ValueError(f"UNetConfig.{name} must be positive, got {getattr(self, name)}")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"UNetConfig.channel_mult must be positive, got {self.channel_mult}")
+        if self.freq_shift not in (0, 1):
+            raise ValueError(f"UNetConfig.freq_shift must be 0 or 1, got {self.freq_shift}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.image_size % self.min_divisor:
@@ -290,7 +309,7 @@ class UNet(nn.Module):
                 cur = ch * mult
                 skip_chs.append(cur)
             if level != last:
-                self.down.append(_Downsample(cur))
+                self.down.append(_Downsample(cur, config.downsample_pad_after))
                 skip_chs.append(cur)
 
         self.mid = nn.ModuleList(
@@ -346,7 +365,8 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         self._check_input(x, t)
-        temb = self.time_mlp(timestep_embedding(t, self.config.base_channels))
+        c = self.config
+        temb = self.time_mlp(timestep_embedding(t, c.base_channels, freq_shift=c.freq_shift))
         temb = F.silu(temb)  # every block applies SiLU before its own projection
         h = self.conv_in(x)
         skips = [h]
