@@ -1,4 +1,5 @@
-"""`ddpm --help` and `ddpm --version` answer without loading torch or the other heavy libraries.
+"""`ddpm --help`, `ddpm --version` and every `ddpm COMMAND --help` answer without loading torch or
+the other heavy libraries; the tables their help reads stay those of the modules they describe.
 
 Each case runs `python -X importtime -m ddpm ...` in a fresh interpreter and reads the list of
 modules it imported, so nothing here depends on how fast the machine is.
@@ -54,9 +55,56 @@ def test_an_unknown_command_is_answered_without_heavy_imports():
     assert not imported & HEAVY
 
 
-@pytest.mark.parametrize("argv", [["info", "--help"], ["train", "--stepz", "1"]])
-def test_a_named_command_does_load_its_modules(argv):
-    """The check above can see torch: naming a command imports it (for the options' defaults)."""
+@pytest.mark.parametrize("name", ["train", "sample", "bpd", "info"])
+def test_every_commands_help_answers_without_heavy_imports(name):
+    done, imported = run_ddpm(name, "--help")
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"usage: ddpm {name} ")
+    assert "exit status: 0 done;" in done.stdout
+    assert not imported & HEAVY
+
+
+@pytest.mark.parametrize(
+    "argv", [["train", "--stepz", "1"], ["sample", "--num", "0"], ["bpd", "--split", "dev"]]
+)
+def test_a_bad_option_is_refused_before_torch_is_loaded(argv):
     done, imported = run_ddpm(*argv)
-    assert done.returncode in (0, 2)
+    assert done.returncode == 2 and f"ddpm {argv[0]}: error: " in done.stderr
+    assert not imported & HEAVY
+
+
+def test_a_command_that_runs_does_load_torch(tmp_path):
+    """The checks above can see torch: a command that gets as far as running imports it."""
+    done, imported = run_ddpm("info", str(tmp_path / "none"))
+    assert done.returncode == 1 and "no such checkpoint" in done.stderr
     assert "torch" in imported
+
+
+def test_the_help_tables_are_those_of_the_modules_they_describe():
+    from dataclasses import asdict, fields
+    from enum import Enum
+
+    from ddpm import config
+    from ddpm.cli import defaults
+    from ddpm.diffusion import MeanType, VarType
+    from ddpm.losses import LossType
+    from ddpm.samplers import SamplerKind
+    from ddpm.schedule import ScheduleKind
+
+    def values(enum_cls):
+        return tuple(member.value for member in enum_cls)
+
+    assert defaults.SCHEDULES == values(ScheduleKind)
+    assert defaults.MEAN_TYPES == values(MeanType)
+    assert defaults.VAR_TYPES == values(VarType)
+    assert defaults.LOSS_TYPES == values(LossType)
+    assert defaults.SAMPLERS == values(SamplerKind)
+    assert defaults.MODEL_PRESETS == config.MODEL_PRESETS
+    assert defaults.RECIPES == {name: asdict(r) for name, r in config.RECIPES.items()}
+    own = {
+        f.name: f.default.value if isinstance(f.default, Enum) else f.default
+        for f in fields(config.TrainConfig)
+        if f.default is not None
+    }
+    assert defaults.TRAIN_DEFAULTS == own
+    assert defaults.DEFAULT_RUN == config.TrainConfig().out_dir

@@ -1,33 +1,40 @@
-"""Faults a user meets: a shared or busy run directory, a diverging run, a checkpoint whose data
-or manifest changed. Each runs the real command and checks its exit status, its message and the
-files before and after."""
+"""Faults a user meets, as a table (tests/faults_table.py) and as stories: bad command lines,
+damaged checkpoints and data, output paths in the way, a full disk, a read-only or unreadable
+location, memory running out, stop signals sent to real processes, a shared or busy run
+directory, a diverging run, a checkpoint whose data or manifest changed. Each runs the real
+command and checks its exit status, its message and the files before and after."""
 
+import builtins
+import errno
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from faults_table import ROWS, STOP_ROWS, TINY, Case, Stop
 
 from ddpm import checkpoint as ckpt
 from ddpm.cli import main
+from ddpm.cli.failures import USAGE
 from ddpm.trained import load_trained
+from ddpm.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["--preset", "tiny", "--timesteps", "40", "--batch-size", "8", "--log-every", "2"]
-TINY += ["--device", "cpu", "--no-progress"]
-
 
 def _train(out: Path, *extra: str) -> int:
-    return main(["train", *TINY, "--out-dir", str(out), *extra])
+    return main(["train", *TINY.split(), "--out-dir", str(out), *extra])
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -37,6 +44,302 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def _error(capsys) -> str:
     return capsys.readouterr().err
+
+
+# ----- the table -----
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny runs that the rows copy: one on the digits, one on 2-D points (two steps each)."""
+    folder = tmp_path_factory.mktemp("runs")
+    torch.set_num_threads(1)
+    assert _train(folder / "run", "--steps", "2", "--ckpt-every", "2") == 0
+    toy = ["--data", "toy:eight_gaussians", "--steps", "2", "--timesteps", "40"]
+    assert (
+        main(["train", *toy, "--device", "cpu", "--no-progress", "--out-dir", str(folder / "toy")])
+        == 0
+    )
+    return folder
+
+
+def _place(case_argv: str, tmp: Path) -> list[str]:
+    return case_argv.format(run=tmp / "run", toy=tmp / "toy", tmp=tmp).split()
+
+
+def _refuse(monkeypatch, under: Path, code: int, writes: bool, reads: bool) -> None:
+    """The file system refuses, with `code`, to create or write (`writes`) or to open for
+    reading (`reads`) anything under `under`; other paths are untouched."""
+
+    def refused(path) -> bool:
+        try:
+            return Path(os.fspath(path)).absolute().is_relative_to(under)
+        except TypeError:  # a file descriptor
+            return False
+
+    def fail(path):
+        raise OSError(code, os.strerror(code), os.fspath(path))
+
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+    def open_(file, mode="r", *args, **kwargs):
+        writing = any(c in mode for c in "wax+")
+        if refused(file) and (writes if writing else reads):
+            fail(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        if refused(path) and (writes if writing else reads) and not os.path.isdir(path):
+            fail(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if writes and refused(path):
+            fail(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    for module, name, value in [
+        (builtins, "open", open_),
+        (io, "open", open_),
+        (os, "open", os_open),
+        (os, "mkdir", mkdir),
+    ]:
+        monkeypatch.setattr(module, name, value)
+
+
+class _FullFile:
+    """An open file on a full disk: opening worked, writing does not."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def _disk_full(monkeypatch, under: Path) -> None:
+    real_open = builtins.open
+
+    def open_(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        inside = isinstance(file, (str, os.PathLike)) and Path(file).absolute().is_relative_to(
+            under
+        )
+        return _FullFile(f) if inside and any(c in mode for c in "wax+") else f
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+
+
+def _raise_in_network(monkeypatch, error: BaseException) -> None:
+    def forward(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(UNet, "forward", forward)
+
+
+def _cuda_oom() -> BaseException:
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return oom("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 8 GiB total)")
+
+
+def _raise_while_loading(monkeypatch, error: BaseException) -> None:
+    def load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ckpt, "load_weights", load)
+
+
+FAULTS = {
+    "disk full": lambda mp, tmp: _disk_full(mp, tmp),
+    "read-only": lambda mp, tmp: _refuse(mp, tmp, errno.EROFS, writes=True, reads=False),
+    "no permission": lambda mp, tmp: _refuse(mp, tmp, errno.EACCES, writes=True, reads=False),
+    "unreadable": lambda mp, tmp: _refuse(mp, tmp / "run", errno.EACCES, writes=True, reads=True),
+    "memory": lambda mp, tmp: _raise_in_network(mp, MemoryError()),
+    "accelerator memory": lambda mp, tmp: _raise_in_network(mp, _cuda_oom()),
+    "memory while loading": lambda mp, tmp: _raise_while_loading(mp, MemoryError()),
+}
+
+
+@pytest.mark.parametrize("case", ROWS, ids=str)
+def test_a_bad_input_or_fault_gets_its_status_its_message_and_harms_no_file(
+    case: Case, runs, tmp_path, monkeypatch, capsys
+):
+    for name in ("run", "toy"):
+        shutil.copytree(runs / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)  # the default run, runs/digits, is not there: the shipped model
+    if case.setup:
+        case.setup(tmp_path)
+    before = {k: v for k, v in _snapshot(tmp_path).items() if Path(k).name != ckpt.LOCK}
+    if case.fault:
+        FAULTS[case.fault](monkeypatch, tmp_path)
+    capsys.readouterr()
+    try:
+        status = main(_place(case.argv, tmp_path))
+    except SystemExit as stopped:
+        status = stopped.code
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    message = case.message.format(tmp=tmp_path, run=tmp_path / "run")
+    assert status == case.status, err
+    lines = err.strip().splitlines()
+    if status == USAGE:
+        # argparse's own line; an unknown option is followed by the valid ones
+        assert any(x.startswith("ddpm") and ": error: " in x and message in x for x in lines), err
+    else:
+        assert len(lines) == 1 and lines[0].startswith("ddpm ") and message in lines[0], err
+    assert "Traceback" not in err
+    # The run's lock file, rewritten by every run that takes the directory, may stay.
+    after = {k: v for k, v in _snapshot(tmp_path).items() if Path(k).name != ckpt.LOCK}
+    new = set(after) - set(before)
+    assert new <= set(case.writes), f"wrote {sorted(new)}"
+    changed = {k for k in before if after.get(k) != before[k] and k not in case.writes}
+    assert not changed, f"changed or removed {sorted(changed)}"
+
+
+def test_the_table_holds_every_kind_of_fault_once():
+    names = [case.name for case in ROWS] + [str(stop) for stop in STOP_ROWS]
+    assert len(names) == len(set(names))
+    assert len(names) >= 138
+
+
+# ----- stop signals, sent to real processes -----
+
+COMMAND_LINES = {
+    "sample": "sample {run} --num 12 --batch-size 4 --no-progress --out {tmp}/s.png",
+    "bpd": "bpd {run} --num 12 --batch-size 4 --no-progress --out {tmp}/b.json",
+    "train": "train --resume --steps 100000 --log-every 1 --ckpt-every 100000 "
+    "--no-progress --out-dir {run}",
+}
+
+
+def _hold_after(batches: int, ready: Path):
+    """Replace the batch function of the commands so that, once `batches` calls have
+    finished, the next one says so in `ready` and waits for the signal."""
+    from ddpm.cli import commands
+
+    calls = []
+
+    def hold(real):
+        def held(*args, **kwargs):
+            if len(calls) == batches:
+                ready.write_text("ready")
+                time.sleep(120)
+            calls.append(1)
+            return real(*args, **kwargs)
+
+        return held
+
+    commands.sample = hold(commands.sample)
+    commands.calc_bpd_loop = hold(commands.calc_bpd_loop)
+
+
+def _start(stop: Stop, tmp: Path) -> tuple[int, Path]:
+    """A forked process running the command (torch already loaded: no start-up cost); the
+    file that says it is ready for the signal."""
+    ready = tmp / "ready" if stop.command != "train" else tmp / "run" / "log.jsonl"
+    argv = _place(COMMAND_LINES[stop.command], tmp)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 99
+        try:
+            sys.stdout = open(tmp / "stdout", "w")
+            sys.stderr = open(tmp / "stderr", "w")
+            torch.set_num_threads(1)
+            if stop.command != "train":
+                _hold_after(stop.batches, ready)
+            code = main(argv)
+        except BaseException:
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return pid, ready
+
+
+def _wait_until(done, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _exit_code(pid: int, seconds: float = 60) -> int:
+    """The exit status of the child `pid`, killed (and the test failed) if it does not end."""
+    result = []
+
+    def ended() -> bool:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        if waited:
+            result.append(os.waitstatus_to_exitcode(status))
+        return bool(result)
+
+    try:
+        _wait_until(ended, "the command did not stop", seconds)
+    finally:
+        if not result:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return result[0]
+
+
+@pytest.mark.parametrize("stop", STOP_ROWS, ids=str)
+def test_a_stop_signal_keeps_the_finished_work(stop: Stop, runs, tmp_path):
+    shutil.copytree(runs / "run", tmp_path / "run")
+    records = (tmp_path / "run" / "log.jsonl").read_text().count("\n")
+    pid, ready = _start(stop, tmp_path)
+    if stop.command == "train":  # once it has logged a step of its own
+        _wait_until(lambda: ready.read_text().count("\n") > records, "no step was logged")
+    else:
+        _wait_until(ready.exists, "the command never got going")
+    os.kill(pid, stop.signum)
+    status = _exit_code(pid)
+    err = (tmp_path / "stderr").read_text()
+    assert status == 128 + stop.signum, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    name = signal.Signals(stop.signum).name
+    if stop.command == "train":
+        saved = ckpt.read_checkpoint(tmp_path / "run")
+        assert f"ddpm train: {name} at step {saved.step}; its checkpoint is in" in lines[0]
+        assert lines[0].endswith("continue with --resume")
+        records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+        assert records[-1]["step"] == saved.step > 2  # the step it stopped at is saved, logged
+        return
+    if stop.batches == 0:
+        assert lines[0] == f"ddpm {stop.command}: stopped by {name}; no batch of " + (
+            "samples had finished: nothing written"
+            if stop.command == "sample"
+            else "examples had finished: nothing written"
+        )
+        assert not {"s.png", "s.npy", "b.json"} & {p.name for p in tmp_path.iterdir()}
+    elif stop.command == "sample":
+        out = tmp_path / "s.png"
+        assert lines[0] == (
+            f"ddpm sample: stopped by {name}; the 4 of 12 samples finished are in {out} and "
+            f"{out.with_suffix('.npy')}"
+        )
+        assert np.load(tmp_path / "s.npy").shape == (4, 1, 8, 8)
+        assert out.read_bytes().startswith(b"\x89PNG")
+    else:
+        out = tmp_path / "b.json"
+        assert lines[0] == (
+            f"ddpm bpd: stopped by {name}; the bound of the 4 of 12 examples finished is in {out}"
+        )
+        result = json.loads(out.read_text())
+        assert (result["num_examples"], result["num_requested"]) == (4, 12)
+        totals = result["total_bpd_per_example"]
+        assert len(totals) == 4 and result["total_bpd"] == pytest.approx(sum(totals) / 4)
 
 
 # ----- a run directory is the run's alone -----
@@ -68,6 +371,32 @@ def test_a_new_checkpoint_removes_only_what_the_old_one_wrote(tmp_path, capsys):
     assert ckpt.read_checkpoint(tmp_path).step == 4
     assert sorted(p.name for p in (tmp_path / "step-000002").iterdir()) == ["notes.txt"]
     assert (tmp_path / "step-000001").is_dir()
+
+
+def test_a_log_line_cut_off_by_a_kill_is_dropped_on_resume(runs, tmp_path):
+    """Unlike a damaged line inside the log (refused, in the table), a last line without its
+    newline is what a kill during a write leaves: the resume drops it and carries on."""
+    shutil.copytree(runs / "run", tmp_path / "run")
+    with open(tmp_path / "run" / "log.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--steps",
+                "4",
+                "--no-progress",
+                "--out-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    ]
+    assert steps == [2, 4]
 
 
 def test_a_log_without_a_checkpoint_is_never_overwritten(tmp_path, capsys):

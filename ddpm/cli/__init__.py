@@ -10,21 +10,23 @@
     torchrun --nproc_per_node 4 -m ddpm train --data cifar10.npz --preset cifar10
 
 The top level (commands, --help, --version) is read by `ddpm.cli.parser`, each command's options
-by `ddpm.cli.options`; `ddpm.cli.commands` carries the commands out.
+by `ddpm.cli.options`; neither imports torch, so every `--help` answers at once.
+`ddpm.cli.commands` carries the commands out, and `ddpm.cli.failures` turns what stops one into a
+one-line message and an exit status (listed in every command's help).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ddpm.cli.options import command_parser
 from ddpm.cli.parser import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     top, rest = build_parser().parse_known_args(argv)  # exits here for --help and --version
-    # A command is named: only now the modules that import torch, so that the top level answers
-    # at once.
+    args = command_parser(top.command).parse_args(rest, top)  # and here for COMMAND --help
+    # Only now the modules that import torch: every option has been checked before any work.
     from ddpm.cli.commands import run
-    from ddpm.cli.options import command_parser
 
-    return run(command_parser(top.command).parse_args(rest, top))
+    return run(args)

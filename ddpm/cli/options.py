@@ -1,54 +1,65 @@
 """The options of `ddpm train`, `sample`, `bpd` and `info`, with their defaults and help.
 
-The defaults are read from `ddpm.config` and the choices from the enums they name, so this module
-imports torch: `ddpm.cli` loads it only once a command is named. Strings become enums in one
-place, `ddpm.schedule.parse_choice`, whose message lists the valid names.
+The choices and defaults the help shows come from `ddpm.cli.defaults`, so this module imports
+no torch and `ddpm COMMAND --help` answers at once. A choice is passed on as its value (a
+string); `ddpm.schedule.parse_choice` turns it into the enum where the run starts.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
-from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 
-from ddpm.cli.parser import Parser, count, examples, nonnegative, positive, seed
-from ddpm.config import MODEL_PRESETS, RECIPES, TrainConfig
-from ddpm.diffusion import MeanType, VarType
-from ddpm.losses import LossType
-from ddpm.samplers import SamplerKind
-from ddpm.schedule import ScheduleKind, parse_choice
+from ddpm.cli.defaults import (
+    DEFAULT_RUN,
+    LOSS_TYPES,
+    MEAN_TYPES,
+    MODEL_PRESETS,
+    RECIPES,
+    SAMPLERS,
+    SCHEDULES,
+    TRAIN_DEFAULTS,
+    VAR_TYPES,
+)
+from ddpm.cli.parser import (
+    Parser,
+    count,
+    examples,
+    fraction,
+    nonnegative,
+    nonnegative_float,
+    positive,
+    seed,
+)
 
-DEFAULT_RUN = TrainConfig().out_dir  # where `ddpm train` with no options writes
 
+def choice(what: str, names: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse type accepting one of `names`, case-insensitively and with - for _ (as
+    parse_choice reads them); a bad value gets the list of the valid names."""
 
-def choice(enum_cls: type[Enum]):
-    """An argparse type for `enum_cls`; a bad value gets parse_choice's list of the valid names."""
+    def convert(value: str) -> str:
+        key = value.strip().lower().replace("-", "_")
+        if key not in names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {value!r}; valid names: {', '.join(names)}"
+            )
+        return key
 
-    def convert(value: str) -> Enum:
-        try:
-            return parse_choice(enum_cls, value)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from err
-
-    convert.__name__ = enum_cls.__name__
+    convert.__name__ = what
     return convert
 
 
-def _metavar(enum_cls: type[Enum]) -> str:
-    return "{" + ",".join(str(m.value) for m in enum_cls) + "}"
-
-
-def _defaults() -> dict[str, object]:
-    return {f.name: f.default for f in fields(TrainConfig)}
+def _metavar(names: tuple[str, ...]) -> str:
+    return "{" + ",".join(names) + "}"
 
 
 def _recipes(name: str) -> str:
-    return ", ".join(f"{preset} {getattr(recipe, name)}" for preset, recipe in RECIPES.items())
+    return ", ".join(f"{preset} {recipe[name]}" for preset, recipe in RECIPES.items())
 
 
 def _train() -> Parser:
-    d = _defaults()
+    d = TRAIN_DEFAULTS
     p = Parser(
         prog="ddpm train",
         description="Train a DDPM with the paper's recipe (Adam, warm-up, clipping, EMA). Options "
@@ -91,9 +102,9 @@ def _add_what_to_train(add, d: dict) -> None:
     )
     add(
         "--schedule",
-        type=choice(ScheduleKind),
-        metavar=_metavar(ScheduleKind),
-        help=f"noise schedule (default: {d['schedule'].value})",
+        type=choice("schedule", SCHEDULES),
+        metavar=_metavar(SCHEDULES),
+        help=f"noise schedule (default: {d['schedule']})",
     )
     add(
         "--timesteps",
@@ -104,21 +115,21 @@ def _add_what_to_train(add, d: dict) -> None:
     )
     add(
         "--mean-type",
-        type=choice(MeanType),
-        metavar=_metavar(MeanType),
-        help=f"what the network predicts (default: {d['mean_type'].value})",
+        type=choice("mean type", MEAN_TYPES),
+        metavar=_metavar(MEAN_TYPES),
+        help=f"what the network predicts (default: {d['mean_type']})",
     )
     add(
         "--var-type",
-        type=choice(VarType),
-        metavar=_metavar(VarType),
-        help=f"reverse-process variance (default: {d['var_type'].value})",
+        type=choice("variance type", VAR_TYPES),
+        metavar=_metavar(VAR_TYPES),
+        help=f"reverse-process variance (default: {d['var_type']})",
     )
     add(
         "--loss-type",
-        type=choice(LossType),
-        metavar=_metavar(LossType),
-        help=f"training loss (default: {d['loss_type'].value})",
+        type=choice("loss type", LOSS_TYPES),
+        metavar=_metavar(LOSS_TYPES),
+        help=f"training loss (default: {d['loss_type']})",
     )
 
 
@@ -148,13 +159,13 @@ def _add_optimisation(add, d: dict) -> None:
     add("--grad-clip", type=positive, help=f"gradient-norm clipping (default: {d['grad_clip']})")
     add(
         "--ema-decay",
-        type=float,
+        type=fraction,
         help=f"EMA decay of the weights, warmed up as "
         f"min(decay, (1+step)/(10+step)) (default: {d['ema_decay']})",
     )
     add(
         "--dropout",
-        type=float,
+        type=fraction,
         help="dropout in the residual blocks (default: the preset's, 0.1 for cifar10)",
     )
     add(
@@ -201,6 +212,18 @@ def _add_run_dir(p: Parser) -> None:
 
 def _add_model_options(p: Parser) -> None:
     p.add(
+        "--checkpoint",
+        metavar="DIR",
+        help="the model, instead of run_dir: a run directory, or a diffusers-format folder "
+        "(config.json and weights), such as a download of google/ddpm-cifar10-32",
+    )
+    p.add(
+        "--var-type",
+        choices=("fixed_small", "fixed_large"),
+        help="reverse-process variance of a diffusers folder (default: its "
+        "scheduler_config.json's, else the paper's fixed_large)",
+    )
+    p.add(
         "--weights",
         choices=("ema", "model"),
         default="ema",
@@ -212,6 +235,11 @@ def _add_model_options(p: Parser) -> None:
         help="'auto' (CUDA, then MPS, then CPU), 'cpu', 'cuda', 'mps' (default: auto)",
     )
     p.add("--seed", type=seed, default=0, help="seed of the random draws (default: 0)")
+    p.add(
+        "--bf16",
+        action="store_true",
+        help="run the network in bf16 (autocast); the process's arithmetic stays float32",
+    )
     p.add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -225,9 +253,9 @@ def _sample() -> Parser:
     _add_run_dir(p)
     p.add(
         "--sampler",
-        type=choice(SamplerKind),
-        metavar=_metavar(SamplerKind),
-        default=SamplerKind.ANCESTRAL,
+        type=choice("sampler", SAMPLERS),
+        metavar=_metavar(SAMPLERS),
+        default="ancestral",
         help="ancestral: all T steps of p; ddim: any number of steps; dpmsolver++: "
         "DPM-Solver++(2M), deterministic, few steps (default: ancestral)",
     )
@@ -239,11 +267,17 @@ def _sample() -> Parser:
     )
     p.add(
         "--eta",
-        type=float,
+        type=nonnegative_float,
         default=0.0,
         help="DDIM noise: 0 deterministic, 1 like ancestral (default: 0)",
     )
     p.add("--num", type=count, default=64, help="number of samples (default: 64)")
+    p.add(
+        "--batch-size",
+        type=count,
+        default=64,
+        help="samples drawn at once; a stop signal keeps the finished batches (default: 64)",
+    )
     p.add(
         "--out",
         type=Path,
@@ -261,6 +295,11 @@ def _bpd() -> Parser:
         "write the per-term means to a JSON or CSV file.",
     )
     _add_run_dir(p)
+    p.add(
+        "--data",
+        help="the data a diffusers folder is evaluated on, as 'ddpm train --data' takes it "
+        "(e.g. cifar10.npz); a run is evaluated on its own",
+    )
     p.add("--split", choices=("train", "test"), default="test", help="data split (default: test)")
     p.add(
         "--num",

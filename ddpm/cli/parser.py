@@ -1,9 +1,9 @@
 """The top level of `ddpm`: its commands, `--help` and `--version`, and the parser every level uses.
 
 A command line is read in two steps. `build_parser` knows only the command names and their
-one-line summaries, so `ddpm --help` and `ddpm --version` answer without importing torch; the
-named command's own options come from `ddpm.cli.options`, whose defaults are read from
-`ddpm.config` (which does import torch).
+one-line summaries; the named command's own options come from `ddpm.cli.options`. Neither
+imports torch, so every `--help` and `--version` answers at once. Every parser's help ends with
+the exit statuses (`ddpm.cli.failures.EXIT_STATUS`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import difflib
 from collections.abc import Callable
 
 from ddpm import __version__
+from ddpm.cli.failures import EXIT_STATUS
 
 SUMMARIES = {
     "train": "train a model (defaults: the digits preset on the embedded digits data)",
@@ -23,12 +24,17 @@ SUMMARIES = {
 
 
 SEED_LIMIT = 2**63  # a signed 64-bit integer: within what torch.Generator.manual_seed accepts
+# The largest count or size an option takes: a tensor dimension past it is surely a typo (and
+# would exhaust any memory long before it is reached).
+COUNT_LIMIT = 2**31 - 1
 
 
 def _whole(text: str, least: int, requirement: str) -> int:
     value = int(text)  # a ValueError makes argparse say "invalid <type name> value"
     if value < least:
         raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+    if value > COUNT_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most 2**31 - 1, got {value}")
     return value
 
 
@@ -55,6 +61,22 @@ def seed(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """A number in [0, 1] (a decay, a dropout probability)."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (DDIM's eta)."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def positive(text: str) -> float:
     """A finite number > 0 (a learning rate, a clipping norm)."""
     value = float(text)
@@ -68,6 +90,7 @@ class Parser(argparse.ArgumentParser):
     with the valid ones (and a close match). Declare every argument with `add`."""
 
     def __init__(self, **kwargs):
+        kwargs.setdefault("epilog", EXIT_STATUS)
         super().__init__(add_help=False, **kwargs)
         self.arguments: list[argparse.Action] = []
         self.add("-h", "--help", action="help", help="show this help and exit")
@@ -105,7 +128,7 @@ def build_parser() -> Parser:
         prog="ddpm",
         description="Denoising diffusion probabilistic models "
         "(Ho, Jain & Abbeel 2020): train, sample, evaluate.",
-        epilog="'ddpm COMMAND --help' shows the options of a command.",
+        epilog=f"'ddpm COMMAND --help' shows the options of a command. {EXIT_STATUS}",
     )
     parser.add(
         "--version",
