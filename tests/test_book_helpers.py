@@ -7,11 +7,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
+from pybtex.database import parse_string
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
 
 import checks_report  # noqa: E402
+import citations  # noqa: E402
 import jekyll  # noqa: E402
 import package_cache  # noqa: E402
 
@@ -27,11 +30,25 @@ def test_has_h1_ignores_comments_in_code_cells():
 def test_read_post_from_front_matter_and_from_a_post_file_name():
     text = "---\nlayout: post\ntitle: Forward\ndate: 2026-11-28\ntags: [a, b]\n---\nBody\n"
     post, start = jekyll.read_post("book/02-forward", text)
-    assert post == jekyll.Post("Forward", dt.date(2026, 11, 28), ("a", "b"))
+    assert post == jekyll.Post("Forward", dt.date(2026, 11, 28), ("a", "b"), is_post=True)
     assert text[start:] == "Body\n"
     post, start = jekyll.read_post("posts/2026-11-28-the-reverse-process", "Body\n")
-    assert post == jekyll.Post("The Reverse Process", "2026-11-28", ()) and start == 0
+    assert post == jekyll.Post("The Reverse Process", "2026-11-28", (), is_post=True)
+    assert start == 0
     assert jekyll.read_post("intro", "# Intro\n") is None
+
+
+def test_a_post_is_a_page_with_layout_post_or_no_layout_and_a_date():
+    def is_post(front: str, name: str = "book/page") -> bool:
+        return jekyll.read_post(name, f"---\n{front}\n---\nBody\n")[0].is_post
+
+    assert is_post("layout: post\ntitle: A")
+    assert is_post("title: A\ndate: 2026-11-28")
+    assert is_post("title: A", name="posts/2026-11-28-a")
+    # Jekyll's layout for a page that is not a post, whatever else it says
+    assert not is_post("layout: page\ntitle: A\ndate: 2026-11-28\ntags: [a]")
+    assert not is_post("layout: page", name="posts/2026-11-28-a")
+    assert not is_post("title: A\ntags: [a]")  # no layout and no date
 
 
 def test_quote_dates_keeps_lines_and_makes_dates_strings():
@@ -134,3 +151,34 @@ def test_each_broken_rule_is_named_with_its_equation():
 
 def test_a_definition_needs_no_check():
     assert problems([shown("1")], [built("1", definition=True)], []) == []
+
+
+def test_bibliography_labels_name_the_authors_and_year_as_a_citation_does():
+    bib = parse_string(
+        r"""
+        @misc{one, author = {Vincent, Pascal}, year = {2011}}
+        @misc{two, author = {Kingma, Diederik P. and Welling, Max}, year = {2014}}
+        @misc{three, author = {Ho, Jonathan and Jain, Ajay and Abbeel, Pieter}, year = {2020}}
+        @misc{von, author = {von Platen, Patrick and Patil, Suraj and Lozhkov, Anton},
+               year = {2022}}
+        @misc{accent, author = {Hyv{\"a}rinen, Aapo}, year = {2005}}
+        @misc{same1, author = {Song, Jiaming and Meng, Chenlin and Ermon, Stefano}, year = {2021}}
+        @misc{same2, author = {Song, Yang and Ermon, Stefano and Poole, Ben}, year = {2021}}
+        @misc{edited, editor = {Bishop, Christopher M.}, year = {2006}}
+        """,
+        "bibtex",
+    )
+    labels = list(citations.AuthorYearLabels().format_labels(bib.entries.values()))
+    assert labels == [
+        "Vincent (2011)",
+        "Kingma and Welling (2014)",
+        "Ho et al. (2020)",
+        "von Platen et al. (2022)",
+        "Hyv\u00e4rinen (2005)",
+        "Song et al. (2021a)",  # two works with the same label get letters, in this order
+        "Song et al. (2021b)",
+        "Bishop (2006)",  # no author: the editor
+    ]
+    anonymous = parse_string("@misc{x, title = {No one}, year = {2000}}", "bibtex")
+    with pytest.raises(ValueError, match="entry 'x' has no author or editor"):
+        list(citations.AuthorYearLabels().format_labels(anonymous.entries.values()))

@@ -106,6 +106,14 @@ def test_post_file_name_gives_title_and_date(site):
     assert text(page.find(class_="post-date")) == "Nov 28, 2026"
 
 
+def test_a_page_that_is_not_a_post_has_no_date_line(site):
+    # its front matter has a date and tags, but the layout of a page, not a post
+    page = article(site, "references")
+    assert [text(h) for h in page.find_all("h1")] == ["References #"]
+    assert page.find(class_="post-meta") is None
+    assert "Nov 28, 2026" not in text(page) and "bibliography" not in text(page.find("h1").parent)
+
+
 def test_an_h1_in_the_page_wins_over_the_front_matter_title(site):
     page = article(site, "intro")
     assert [text(h) for h in page.find_all("h1")] == ["Fixture book #"]
@@ -176,6 +184,34 @@ def test_citations_read_author_and_year_in_round_brackets(site):
     )
     entry = article(site, "references").select_one("div.citation")
     assert [a["href"] for a in paragraph.find_all("a")] == [f"references.html#{entry['id']}"] * 2
+
+
+def test_bibliography_labels_read_as_the_text_cites(site):
+    page = article(site, "intro")
+    paragraph = next(p for p in page.find_all("p") if "labels each work" in p.get_text())
+    cited = [
+        (" ".join(c.get_text().split()), c.find("a")["href"].partition("#")[2])
+        for c in paragraph.select("span.bibtex-citation")
+    ]
+    labels = {
+        entry["id"]: entry.select_one("span.label").get_text()
+        for entry in article(site, "references").select("div.citation")
+    }
+    # one author: the last name; two: both, joined by "and"; more: the first and "et al.";
+    # a "von" stays with the last name and LaTeX accents become letters
+    assert [(shown, labels[target]) for shown, target in cited] == [
+        ("Kingma and Welling (2014)", "[Kingma and Welling (2014)]"),
+        ("von Platen et al. (2022)", "[von Platen et al. (2022)]"),
+        ("Hyv\u00e4rinen (2005)", "[Hyv\u00e4rinen (2005)]"),
+        # the same text for two works: the labels add a letter, in the bibliography's order
+        # (by author: Song, Jiaming before Song, Yang)
+        ("Song et al. (2021)", "[Song et al. (2021b)]"),
+        ("Song et al. (2021)", "[Song et al. (2021a)]"),
+    ]
+    # the square brackets Sphinx puts around every label are hidden
+    assert "citations.css" in str(soup(site, "references").head)
+    css = (site / "_static" / "citations.css").read_text()
+    assert re.search(r"span\.fn-bracket \{\s*display: none;", css)
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -249,6 +285,55 @@ def test_concordance_lists_the_papers_equations_against_the_books(site):
         "restated in this book, and 1 of those by an equation whose checks ran and held while "
         "this page was built."
     )
+
+
+def test_a_theorem_block_shows_the_checked_equation(site):
+    page = article(site, "checks")
+    theorem = page.select_one("div.proof.theorem")
+    assert theorem["id"] == "thm-gauss"
+    assert text(theorem.select_one(".admonition-title")) == "Theorem 1 (Gauss\u2019s sum)"
+    shown = theorem.find(id="equation-5")  # the pasted, checked equation, inside the block
+    assert shown is not None and r"\tag{5}" in shown.get_text()
+    assert page.select_one('.ddpm-check[data-label="5"]') is not None
+    proof = theorem.find_next_sibling("div")
+    assert "proof" in proof["class"] and text(proof).startswith("Proof. Write the sum")
+    links = {a["href"]: text(a) for a in page.select("a.reference.internal")}
+    assert links["#thm-gauss"] == "Theorem 1"
+
+
+def test_an_exercise_has_its_solution_folded_with_math_in_both(site):
+    page = article(site, "checks")
+    exercise = page.find(id="ex-odd-sum")
+    assert "exercise" in exercise["class"]
+    assert text(exercise.select_one(".admonition-title")).startswith("Exercise 1")
+    assert exercise.select("span.math")  # $$...$$ inside a paragraph: inline math
+    solution = exercise.find_next_sibling("div")
+    assert {"solution", "dropdown"} <= set(solution["class"])
+    assert text(solution.select_one(".admonition-title")).startswith("Solution to Exercise 1")
+    assert solution.select("div.math") and solution.select("span.math")
+
+
+def test_the_index_lists_the_terms_of_index_directives_and_roles(site):
+    index = soup(site, "genindex").find("article")
+    entries = {text(a): a["href"] for a in index.select("table.indextable a")}
+    assert entries["Gauss's sum"].startswith("checks.html#index-")
+    assert entries["exercises"].startswith("checks.html#index-")
+    # the role shows its text and indexes the entry after it
+    assert "An exercise on" in text(article(site, "checks"))
+
+
+def test_blocks_read_in_the_downloaded_notebook(site):
+    sys.path.insert(0, str(EXTENSIONS))
+    from jupyter_markdown import myst_left_in
+
+    notebook = nbformat.read(site / "_sources" / "checks.ipynb", as_version=4)
+    markdown = "\n\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert myst_left_in(markdown) == []
+    assert "**Theorem 1 (Gauss's sum).** The sum of the first $n$ integers:" in markdown
+    assert "*Proof.* Write the sum forwards" in markdown
+    assert "**Exercise 1.** What is the sum $1 + 3 + \\dots + (2n - 1)$" in markdown
+    assert "<details><summary>Solution to Exercise 1</summary>" in markdown
+    assert "An exercise on [Theorem 1](" in markdown
 
 
 def build_variant(tmp_path: Path, old: str, new: str) -> tuple[Path, int, str]:
@@ -429,6 +514,32 @@ def test_wide_display_equations_scroll_instead_of_being_cut_off(site):
     assert any(href.startswith("_static/ddpm-math.css") for href in links)
     css = (site / "_static" / "ddpm-math.css").read_text()
     assert re.search(r"div\.math \{\s*overflow-x: auto;", css)
+
+
+def test_dark_mode_puts_no_light_panel_under_a_cells_html_output(site):
+    # the theme's dark mode gives a cell's HTML output a light panel; appearance.css must
+    # override every such rule with the same selector, loaded after the theme's stylesheet
+    def rules(path: Path) -> str:
+        return re.sub(r"/\*.*?\*/", "", path.read_text(), flags=re.DOTALL)  # no comments
+
+    theme = rules(site / "_static" / "styles" / "pydata-sphinx-theme.css")
+    light = re.findall(r"([^{}]+)\{[^{}]*background-color:var\(--pst-color-text-base\)", theme)
+    panels = {
+        " ".join(selector.split())
+        for rule in light
+        for selector in rule.split(",")
+        if "data-theme=dark" in selector and ".text_html" in selector
+    }
+    assert panels  # the theme still has the rule: else this test checks nothing
+    css = rules(site / "_static" / "appearance.css")
+    overrides = {
+        " ".join(selector.replace('"', "").split())
+        for rule in re.findall(r"([^{}]+)\{[^{}]*background-color: transparent", css)
+        for selector in rule.split(",")
+    }
+    assert panels <= overrides, panels - overrides
+    head = str(soup(site, "checks").head)
+    assert head.index("pydata-sphinx-theme.css") < head.index("appearance.css")
 
 
 def test_executable_pages_download_as_notebooks_that_run(site, tmp_path):

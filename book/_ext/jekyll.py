@@ -5,7 +5,10 @@
   added to the source before parsing, so the page's ``##`` sections nest under it without
   warnings; it takes the place of the blank line after the front matter when there is one, so
   line numbers in messages stay right.
-- The ``date`` (or the file name's date) and the ``tags`` show under the title.
+- A page is a *post* when its front matter says ``layout: post``, or names no layout and has a
+  ``date`` or a post file name (a page with ``layout: page``, say, is not). A post shows its
+  ``date`` (or the file name's date) and its ``tags`` in a line under the title; other pages (an
+  introduction, the references, an appendix) show neither.
 - YAML reads ``date: 2026-11-28`` as a date object, which a notebook's metadata cannot hold (the
   execution cache fails to write it), so top-level dates are quoted in the source.
 """
@@ -36,11 +39,13 @@ TOP_LEVEL_VALUE = re.compile(r"^([A-Za-z_][\w-]*):[ \t]*(\S.*?)[ \t]*$", re.MULT
 
 @dataclass(frozen=True)
 class Post:
-    """What the layout shows of a page: its title (when it has no H1), date and tags."""
+    """What the layout shows of a page: its title (when it has no H1), and for a post its date
+    and tags."""
 
     title: str | None
     date: Any
     tags: tuple[str, ...]
+    is_post: bool
 
 
 def read_post(docname: str, text: str) -> tuple[Post, int] | None:
@@ -57,7 +62,9 @@ def read_post(docname: str, text: str) -> tuple[Post, int] | None:
     tags = front.get("tags") or ()
     tags = tuple(str(tag) for tag in ([tags] if isinstance(tags, str) else tags))
     date = front.get("date") or (name.group(1) if name else None)
-    return Post(str(title) if title else None, date, tags), match.end() if match else 0
+    layout = front.get("layout")
+    is_post = layout == "post" or (layout is None and bool(date))
+    return Post(str(title) if title else None, date, tags, is_post), match.end() if match else 0
 
 
 def has_h1(body: str) -> bool:
@@ -127,7 +134,7 @@ class PostMeta(SphinxTransform):
     def apply(self, **kwargs: Any) -> None:
         post: Post | None = self.env.temp_data.get("jekyll_post")
         section = self.document.next_node(nodes.section)
-        if post is None or section is None or not (post.date or post.tags):
+        if post is None or not post.is_post or section is None or not (post.date or post.tags):
             return
         meta = nodes.paragraph(classes=["post-meta"])
         if post.date:

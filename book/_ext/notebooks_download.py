@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 # the repository Jupyter Book names when _config.yml names none
 JUPYTER_BOOK_REPOSITORY = "https://github.com/executablebooks/jupyter-book"
+MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+EXPLICIT_TITLE = re.compile(r"(.*?)\s*<([^<>]+)>\s*", re.DOTALL)  # a role's `text <target>`
 PAGE_LINK = re.compile(r"\]\((?!\w+://)([^)\s#]+)\.md(#[^)\s]*)?\)")  # ](page.md#anchor)
 
 INSTALL = """\
@@ -133,6 +135,18 @@ class PageNotebook:
         if name == "glue:md":
             key = content.rsplit(":", 1)[0]  # glue:md`key:format`: the format is MyST's
             return self.markdown(self.glued(key)["text/markdown"])
+        if name == "prf:ref" or name == "ref":
+            domain, typ = name.split(":") if ":" in name else ("std", name)
+            explicit = EXPLICIT_TITLE.fullmatch(content)  # {ref}`shown text <label>`
+            if not explicit:
+                return self.resolve_xref(domain, typ, content)
+            title, target = explicit.groups()
+            link = MARKDOWN_LINK.fullmatch(self.resolve_xref(domain, typ, target))
+            return f"[{title.strip()}]({link.group(2)})" if link else title.strip()
+        if name == "index":
+            # {index}`shown text <entry>` shows its text; the entry is only for the index
+            explicit = EXPLICIT_TITLE.fullmatch(content)
+            return explicit.group(1) if explicit else content
         logger.warning(
             f"notebook of {self.pagename}: role {{{name}}} kept as text", type="notebooks"
         )
@@ -172,9 +186,36 @@ class PageNotebook:
         if name == "admonition":
             text = f"**{self.markdown(argument)}**\n\n{self.markdown(rest)}"
             return "\n".join(f"> {line}".rstrip() for line in text.splitlines())
+        if name.startswith("prf:") or name in ("exercise", "solution"):
+            return self.numbered_block(name, argument, options, rest)
+        if name == "index":
+            return ""  # entries of the book's index, not text
         # what the book's own directives (concordance, ...) build is on the page
         page = self.page_url(self.pagename)
         return f"*(The book's build makes this part: see [the page]({page}).)*"
+
+    def numbered_block(self, name: str, argument: str, options: dict[str, str], body: str) -> str:
+        """A theorem, proof, exercise or solution: its heading as the page shows it ("Theorem
+        1 (Cauchy-Schwarz)", "Proof.", "Exercise 2", "Solution to Exercise 2") in bold, then its
+        body; a solution is folded as on the page."""
+        kind, body = name.removeprefix("prf:"), self.markdown(body.strip())
+        if kind == "proof":
+            return f"*Proof.* {body} $\\square$"
+        if kind == "solution":
+            summary = f"Solution to {self.plain(self.resolve_xref('std', 'numref', argument))}"
+            return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+        label, shown = options.get("label"), kind.capitalize()
+        if label:  # the block's number, as the page shows it
+            domain, typ = ("prf", "ref") if name.startswith("prf:") else ("std", "numref")
+            shown = self.plain(self.resolve_xref(domain, typ, label))
+        title = f" ({self.markdown(argument)})" if argument else ""
+        # not a block quote, where Jupyter's display math would need a "> " on every line
+        return f"**{shown}{title}.** {body}"
+
+    @staticmethod
+    def plain(markdown: str) -> str:
+        """``markdown`` with its links replaced by their text."""
+        return MARKDOWN_LINK.sub(r"\1", markdown)
 
     def markdown(self, text: str) -> str:
         return to_jupyter(text, self.role, self.directive)
