@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
             "cosine_schedule",
             "make_schedule",
             "extract",
+            "check_timesteps",
             "parse_choice",
         ],
         "schedule",
@@ -76,6 +77,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["TrainedModel", "load_trained"], "trained"),
     "pick_device": "device",
     "TrainResult": "train",
+    **dict.fromkeys(["load_diffusers", "save_diffusers", "is_diffusers_folder"], "diffusers_io"),
+    "load_pretrained": "pretrained",
 }
 
 __all__ = sorted(_EXPORTS)
