@@ -13,7 +13,9 @@ Reproducibility: every random draw comes from an explicitly seeded generator: th
 initialisation and dropout from torch's global generator, the data order from `order`, the
 horizontal flips from `flip`, and the timesteps and noise of Algorithm 1 from `noise`. All their
 states are saved with each checkpoint, so a run that is killed and resumed on the CPU logs exactly
-the losses of a run that was never interrupted.
+the losses of a run that was never interrupted. A run resumed on another kind of device (saved on
+a GPU, resumed on the CPU, say) cannot take the device-side generator states; those streams are
+reseeded from the seed and the step, with a `DeviceChangeWarning`.
 
 Divergence is an error, not a result: a step whose loss is NaN or infinite, or more than
 DIVERGENCE_FACTOR times the first step's, raises a `DivergenceError` naming the step, before any
@@ -29,9 +31,10 @@ Steps are counted from 1: "step k" is the k-th optimizer update, and a record or
 step k comes after k updates.
 
 Ctrl-C (SIGINT), SIGTERM (what `timeout`, `docker stop`, Kubernetes and SLURM send) and SIGHUP
-(the terminal closed) in a single process finish the step under way, write a checkpoint of it and
-raise TrainingInterrupted, so `resume=True` loses nothing; a second signal stops at once. Under
-torchrun the ranks would have to agree on the step, so there the last periodic checkpoint is kept.
+(the terminal closed) finish the step under way, write a checkpoint of it and raise
+TrainingInterrupted, so `resume=True` loses nothing; a second signal stops at once. Under torchrun
+the ranks agree after every step whether any of them was signalled (`max_over_ranks`, one integer
+on the CPU), so all of them stop after the same step, even when only one got the signal.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -66,9 +70,15 @@ from ddpm.config import (
     config_from_checkpoint,
 )
 from ddpm.data import load_dataset, random_hflip
-from ddpm.device import pick_device
+from ddpm.device import allow_tf32, pick_device
 from ddpm.diffusion import GaussianDiffusion
-from ddpm.distributed import DistContext, init_distributed, mean_over_ranks, shard
+from ddpm.distributed import (
+    DistContext,
+    init_distributed,
+    max_over_ranks,
+    mean_over_ranks,
+    shard,
+)
 from ddpm.distributed import shutdown as shutdown_distributed
 from ddpm.losses import LossType, training_losses
 
@@ -76,6 +86,10 @@ LOG_FILE = "log.jsonl"
 # A loss this many times the first step's is divergence: healthy training lowers the loss, and
 # noise between batches moves it by a small factor, never by three orders of magnitude.
 DIVERGENCE_FACTOR = 1000.0
+_LOG_EXISTS = (
+    "{path} exists (the log of an earlier run?); a fresh run writes its own: move it away or "
+    "choose another output directory"
+)
 
 
 class DivergenceError(FloatingPointError):
@@ -88,6 +102,11 @@ class NonFiniteLossError(DivergenceError):
 
 class LossGrowthError(DivergenceError):
     """The training loss grew past DIVERGENCE_FACTOR times the first step's."""
+
+
+class DeviceChangeWarning(UserWarning):
+    """A run resumed on another kind of device than it was saved on: its device-side random
+    streams were reseeded, so it no longer replays an uninterrupted run exactly."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -110,22 +129,17 @@ STOP_SIGNALS = tuple(
 
 
 class _StopRequest:
-    signum: int | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
+    signum: int | None = None  # the first stop signal received, if any
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(enabled: bool) -> Iterator[_StopRequest]:
+def _stop_on_interrupt() -> Iterator[_StopRequest]:
     """While active, the first stop signal only records itself; the loop stops at the end of the
     step. A second one gets the handler that was there before (Ctrl-C then stops at once).
 
-    Only in the main thread of a single process (signal handlers cannot be set elsewhere, and
-    ranks of a distributed run would stop at different steps)."""
+    Only in the main thread (signal handlers cannot be set elsewhere)."""
     stop = _StopRequest()
-    if not enabled or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield stop
         return
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
@@ -185,9 +199,24 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Move each parameter of `ema` towards `model`'s: ema <- decay * ema + (1 - decay) * model.
 
     The two modules must have the same parameters, in the same order (`ema` is a copy of `model`).
+    One foreach call updates them all: a few kernels per step instead of one per tensor (304
+    for the cifar10 U-Net).
     """
-    for averaged, current in zip(ema.parameters(), model.parameters(), strict=True):
-        averaged.lerp_(current, 1.0 - decay)
+    averaged, current = list(ema.parameters()), list(model.parameters())
+    if len(averaged) != len(current):
+        raise ValueError(
+            f"the EMA has {len(averaged)} parameter tensors, the model {len(current)}: "
+            "not a copy of the model"
+        )
+    torch._foreach_lerp_(averaged, current, 1.0 - decay)
+
+
+def adam_kind(device: torch.device) -> dict[str, bool]:
+    """Adam's implementation for `device`: on CUDA one fused kernel over all parameters,
+    elsewhere one kernel per operation over the whole list (foreach), never a Python loop of
+    small kernels per tensor."""
+    cuda = device.type == "cuda"
+    return {"fused": cuda, "foreach": not cuda}
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -197,9 +226,9 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.lr * min(1.0, step / config.warmup_steps)
 
 
-def _seed(seed: int, purpose: int) -> int:
+def _seed(seed: int, purpose: int, *more: int) -> int:
     # Independent streams for the data order, flips and noise from one user-facing seed.
-    return int(np.random.SeedSequence([seed, purpose]).generate_state(1, np.uint64)[0])
+    return int(np.random.SeedSequence([seed, purpose, *more]).generate_state(1, np.uint64)[0])
 
 
 class EpochSampler:
@@ -249,7 +278,6 @@ class Trainer:
         dist: DistContext,
         resume: bool,
         progress: bool,
-        share_dir: bool = False,
     ):
         data = load_dataset(config.data)
         self.config = config = config.resolve(data)
@@ -272,6 +300,7 @@ class Trainer:
             )
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        allow_tf32(device)
         self._build_model()
         self.sampler = EpochSampler(len(self.train_x), config.batch_size, config.seed)
         self.flip_generator = torch.Generator().manual_seed(_seed(config.seed, 1))
@@ -286,8 +315,8 @@ class Trainer:
         self.records: list[LogRecord] = []
         if resume:
             self._restore()
-        else:
-            self._start_fresh(share_dir)
+        elif dist.is_main:
+            self._start_log()
         self.progress = tqdm(
             total=config.steps,
             initial=self.step,
@@ -304,7 +333,9 @@ class Trainer:
             torch.manual_seed(_seed(config.seed, 100 + dist.rank))
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.diffusion = build_diffusion(config)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, **adam_kind(self.device)
+        )
         self.net: nn.Module = self.model  # what the forward pass calls: maybe wrapped
         if dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -315,28 +346,12 @@ class Trainer:
 
     # ----- checkpoints and the log -----
 
-    def _start_fresh(self, share_dir: bool) -> None:
-        if ckpt.has_checkpoint(self.out_dir):
-            raise ckpt.CheckpointError(
-                f"{self.out_dir} already holds a checkpoint; resume it (--resume) or choose "
-                "another output directory"
-            )
-        if not self.dist.is_main:
-            return
-        foreign = ckpt.foreign_files(self.out_dir)
-        if foreign and not share_dir:
-            raise ckpt.CheckpointError(
-                f"{self.out_dir} holds files this run did not write ({', '.join(foreign)}); "
-                "choose a new or empty output directory, or train beside them with --share-dir"
-            )
+    def _start_log(self) -> None:
         try:
             with open(self.out_dir / LOG_FILE, "x"):  # "x": never over an existing log
                 pass
-        except FileExistsError:
-            raise ckpt.CheckpointError(
-                f"{self.out_dir / LOG_FILE} exists (the log of an earlier run?); a fresh run "
-                "writes its own: move it away or choose another output directory"
-            ) from None
+        except FileExistsError:  # written since _check_fresh_dir looked
+            raise ckpt.CheckpointError(_LOG_EXISTS.format(path=self.out_dir / LOG_FILE)) from None
 
     def _restore(self) -> None:
         saved = ckpt.read_checkpoint(self.out_dir)
@@ -372,15 +387,15 @@ class Trainer:
         ckpt.load_weights(saved, self.model, "model")
         ckpt.load_weights(saved, self.ema, "ema")
         ckpt.load_optimizer(saved, self.optimizer)
+        for group in self.optimizer.param_groups:  # the saved kind may be another device's
+            group.update(adam_kind(self.device))
         rng = ckpt.load_rng(saved)
         try:
             self.sampler.load_state(rng)
             self.flip_generator.set_state(rng["flip"])
-            self.noise_generator.set_state(rng["noise"])
             if self.dist.rank == 0:  # other ranks keep their own dropout streams
                 torch.set_rng_state(rng["torch_cpu"])
-                if self.device.type == "cuda" and "torch_cuda" in rng:
-                    torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+            self._restore_device_streams(rng, saved.step)
         except (KeyError, RuntimeError) as err:
             raise ckpt.CheckpointError(
                 f"{saved.path / ckpt.RNG}: cannot restore the random state ({err})"
@@ -401,6 +416,30 @@ class Trainer:
                 )
         if self.dist.is_main:
             _truncate_log(self.out_dir / LOG_FILE, saved.step)
+
+    def _restore_device_streams(self, rng: dict[str, Tensor], step: int) -> None:
+        """Restore the generators that live on the device: the noise of Algorithm 1 and, on CUDA,
+        dropout's. A state saved on another kind of device does not fit (a CUDA generator's is
+        16 bytes, the CPU's 5,056), so those streams are reseeded from the seed and the step: the
+        run goes on reproducibly, but not as a run that never changed device would."""
+        cuda = self.device.type == "cuda"
+        saved, expected = rng["noise"], self.noise_generator.get_state()
+        if saved.numel() == expected.numel():
+            self.noise_generator.set_state(saved)
+            if cuda and self.dist.rank == 0:
+                torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+            return
+        warnings.warn(
+            f"{self.out_dir}: the checkpoint's noise generator state ({saved.numel()} bytes) was "
+            f"saved on another kind of device than {self.device.type} (which keeps "
+            f"{expected.numel()}); reseeding it from the seed and step {step}. Training goes on "
+            "reproducibly, but exact replay of an uninterrupted run holds on one device type only",
+            DeviceChangeWarning,
+            stacklevel=2,
+        )
+        self.noise_generator.manual_seed(_seed(self.config.seed, 2, step))
+        if cuda:  # dropout draws from the device's own generator
+            torch.cuda.manual_seed(_seed(self.config.seed, 100 + self.dist.rank, step))
 
     def _save(self) -> None:
         if self.saved_step == self.step:
@@ -492,11 +531,15 @@ class Trainer:
         x0 = self.train_x[self.sampler.next()]
         if self.config.hflip:
             x0 = random_hflip(x0, self.flip_generator)
-        x0 = x0.to(self.device)
-        n = x0.shape[0]
-        t = torch.randint(self.config.T, (n,), generator=self.noise_generator, device=self.device)
-        noise = torch.randn(x0.shape, generator=self.noise_generator, device=self.device)
-        return shard(x0, self.dist), shard(t, self.dist), shard(noise, self.dist)
+        n, device = x0.shape[0], self.device
+        t = torch.randint(self.config.T, (n,), generator=self.noise_generator, device=device)
+        noise = torch.randn(x0.shape, generator=self.noise_generator, device=device)
+        x0 = shard(x0, self.dist)
+        if device.type == "cuda":  # from pinned memory the copy does not hold the host up
+            x0 = x0.pin_memory().to(device, non_blocking=True)
+        else:
+            x0 = x0.to(device)
+        return x0, shard(t, self.dist), shard(noise, self.dist)
 
     def _network(self, x_t: Tensor, t: Tensor) -> Tensor:
         # Only the network runs in bf16; the diffusion arithmetic and the loss stay float32.
@@ -526,20 +569,22 @@ class Trainer:
         started = interval_start = time.perf_counter()
         interval_steps = 0
         self.model.train()
-        with _stop_on_interrupt(self.dist.world_size == 1) as stop:
+        with _stop_on_interrupt() as stop:
             while self.step < config.steps:
                 lr = self._update()
+                # Every rank stops after the step at which any of them was signalled.
+                signum = max_over_ranks(stop.signum or 0, self.dist)
                 interval_steps += 1
                 self.progress.update()
                 last = self.step == config.steps
                 if self.step % config.log_every == 0 or last:
                     self._log(lr, started, interval_start, interval_steps)
                     interval_start, interval_steps = time.perf_counter(), 0
-                if self.step % config.ckpt_every == 0 or last or stop.requested:
+                if self.step % config.ckpt_every == 0 or last or signum:
                     self._save()  # no log record here: a resumed run logs as if never stopped
-                if stop.requested and not last:
+                if signum and not last:
                     self.progress.close()
-                    raise TrainingInterrupted(self.step, self.out_dir, stop.signum)
+                    raise TrainingInterrupted(self.step, self.out_dir, signum)
         self.progress.close()
         self.model.eval()
         self.ema.eval()
@@ -562,8 +607,8 @@ def train(
     device = pick_device(config.device)
     dist = init_distributed(device)
     try:
-        with _claim(Path(config.out_dir), dist, create=not resume):
-            trainer = Trainer(config, device, dist, resume, progress, share_dir)
+        with _claim(Path(config.out_dir), dist, resume, share_dir):
+            trainer = Trainer(config, device, dist, resume, progress)
             try:
                 return trainer.run()
             finally:
@@ -572,13 +617,44 @@ def train(
         shutdown_distributed(dist)
 
 
-def _claim(out_dir: Path, dist: DistContext, create: bool) -> contextlib.AbstractContextManager:
-    """The run directory's lock, held by rank 0 (the rank that writes)."""
-    if not dist.is_main:
-        return contextlib.nullcontext(out_dir)
-    if not create and not out_dir.is_dir():
-        raise ckpt.CheckpointError(f"{out_dir}: no such checkpoint directory")
-    return ckpt.claim_run_dir(out_dir, shlex.join(sys.argv))
+@contextlib.contextmanager
+def _claim(out_dir: Path, dist: DistContext, resume: bool, share_dir: bool) -> Iterator[None]:
+    """Hold the run directory's lock while the block runs, after checking that the run may use
+    the directory. Rank 0 alone (the rank that writes) locks and checks; the other ranks learn
+    whether it could, so a refusal stops every rank at once instead of leaving them waiting."""
+    with contextlib.ExitStack() as held:
+        refused: Exception | None = None
+        if dist.is_main:
+            try:
+                if resume and not out_dir.is_dir():
+                    raise ckpt.CheckpointError(f"{out_dir}: no such checkpoint directory")
+                held.enter_context(ckpt.claim_run_dir(out_dir, shlex.join(sys.argv)))
+                if not resume:
+                    _check_fresh_dir(out_dir, share_dir)
+            except Exception as err:
+                refused = err
+        if max_over_ranks(int(refused is not None), dist):
+            if refused is not None:
+                raise refused
+            raise ckpt.CheckpointError(f"{out_dir}: refused by rank 0 (see its message)")
+        yield
+
+
+def _check_fresh_dir(out_dir: Path, share_dir: bool) -> None:
+    """A fresh run neither continues a checkpoint nor mixes with files it did not write."""
+    if ckpt.has_checkpoint(out_dir):
+        raise ckpt.CheckpointError(
+            f"{out_dir} already holds a checkpoint; resume it (--resume) or choose "
+            "another output directory"
+        )
+    foreign = ckpt.foreign_files(out_dir)
+    if foreign and not share_dir:
+        raise ckpt.CheckpointError(
+            f"{out_dir} holds files this run did not write ({', '.join(foreign)}); "
+            "choose a new or empty output directory, or train beside them with --share-dir"
+        )
+    if (out_dir / LOG_FILE).exists():
+        raise ckpt.CheckpointError(_LOG_EXISTS.format(path=out_dir / LOG_FILE))
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -25,6 +25,9 @@ from ddpm.unet import UNet
 REPO = Path(__file__).resolve().parents[1]
 # T = 40 is the shortest linear schedule well inside (0, 1) once scaled by 1000 / T.
 TINY = dict(preset="tiny", T=40, batch_size=8, log_every=2, ckpt_every=1000, device="cpu")
+# Random flips and dropout: two more random streams that a resumed run must restore.
+STREAMS = dict(hflip=True, dropout=0.1)
+STREAM_FLAGS = " --hflip --dropout 0.1"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,8 +62,10 @@ def test_a_killed_run_resumes_to_the_same_losses(tmp_path):
     """SIGKILL a real `python -m ddpm train` after its first checkpoint, resume it, and compare
     its log with a run that was never interrupted (test_cli resumes through the command line)."""
     # Records every 4 steps and checkpoints every 10, so a record spans each checkpoint.
-    config = TrainConfig(**{**TINY, "log_every": 4, "ckpt_every": 10}, steps=30)
+    # Flips and dropout on, so that every random stream has to be restored.
+    config = TrainConfig(**{**TINY, **STREAMS, "log_every": 4, "ckpt_every": 10}, steps=30)
     args = "--preset tiny --timesteps 40 --batch-size 8 --steps 30 --log-every 4 --ckpt-every 10"
+    args += STREAM_FLAGS
     killed = _start(args.split() + ["--device", "cpu"], tmp_path / "killed")
 
     def past_first_checkpoint() -> bool:
@@ -102,8 +107,8 @@ def test_a_stop_signal_checkpoints_the_step_it_stopped_at(tmp_path, signum, stat
     """Signal a real `python -m ddpm train` that has no periodic checkpoint yet: it finishes the
     step, writes a checkpoint of it, exits with the shell's 128 + signal number, says how to go
     on, and resuming logs what an uninterrupted run logs."""
-    config = TrainConfig(**{**TINY, "log_every": 4, "ckpt_every": 1000}, steps=400)
-    args = "--preset tiny --timesteps 40 --batch-size 8 --steps 400 --log-every 4"
+    config = TrainConfig(**{**TINY, **STREAMS, "log_every": 4, "ckpt_every": 1000}, steps=400)
+    args = "--preset tiny --timesteps 40 --batch-size 8 --steps 400 --log-every 4" + STREAM_FLAGS
     run = _start(args.split() + ["--device", "cpu"], tmp_path / "stopped")
     log = tmp_path / "stopped" / "log.jsonl"
     deadline = time.monotonic() + 300
