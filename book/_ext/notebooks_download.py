@@ -131,7 +131,14 @@ class PageNotebook:
         if name == "glue:text":
             # MyST-NB's rule: the text after the last colon is a format spec
             key, fmt = content.rsplit(":", 1) if ":" in content else (content, "s")
-            return format_plain_text(self.glued(key)["text/plain"], fmt)
+            text = self.glued(key)["text/plain"]
+            try:
+                return format_plain_text(text, fmt)
+            except ValueError as error:  # e.g. "np.float64(0.5)" with a float format
+                raise ValueError(
+                    f"notebook of {self.pagename}: glued {key!r} is {text!r}, which the format"
+                    f" {fmt!r} cannot take; glue a plain int or float ({error})"
+                ) from None
         if name == "glue:md":
             key = content.rsplit(":", 1)[0]  # glue:md`key:format`: the format is MyST's
             return self.markdown(self.glued(key)["text/markdown"])
