@@ -79,6 +79,7 @@ _EXPORTS: dict[str, str] = {
     "TrainResult": "train",
     **dict.fromkeys(["load_diffusers", "save_diffusers", "is_diffusers_folder"], "diffusers_io"),
     "load_pretrained": "pretrained",
+    "ClassifierFreeGuidance": "guidance",
 }
 
 __all__ = sorted(_EXPORTS)

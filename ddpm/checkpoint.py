@@ -94,8 +94,12 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        # A failed write or fsync (a full disk, say) names no file: name the one being written,
+        # so that a one-line report of the error says where.
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            err.filename = str(path)
         raise
     _fsync_dir(path.parent)
 

@@ -28,6 +28,7 @@ from ddpm.unet import PRESETS, UNet, unet_preset
 MLP_PRESET = "mlp"  # the denoiser for 2-D toy data; every other preset names a U-Net
 MODEL_PRESETS = (*PRESETS, MLP_PRESET)
 MLP_HIDDEN, MLP_DEPTH = 128, 3  # about 180k parameters: enough for the 2-D toys
+DEFAULT_LABEL_DROPOUT = 0.1  # Ho & Salimans 2022: 0.1 and 0.2 were best
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,13 @@ class TrainConfig:
     ema_decay: float = 0.9999  # the paper's EMA; short runs warm it up (`ddpm.train.ema_decay_at`)
     dropout: float | None = None  # None: the preset's (0.1 for cifar10, as in the paper)
     hflip: bool | None = None  # random horizontal flips; None: as the data say (not for digits)
+    # Condition the network on the data's class labels (digits: 0-9), for classifier-free
+    # guidance (`ddpm.guidance`).
+    class_conditional: bool = False
+    # Share of training examples whose label is replaced by "no label", which trains the
+    # unconditional model that guidance needs; Ho & Salimans found 0.1 to 0.2 best. None: 0.1
+    # for a class-conditional run; an unconditional run has none.
+    label_dropout: float | None = None
     seed: int = 0
     device: str = "auto"  # `ddpm.device.pick_device`: "auto" is CUDA, then MPS, then the CPU
     # bf16 autocast of the network; None: on with CUDA, off elsewhere (CPUs without bf16 units
@@ -117,6 +125,13 @@ class TrainConfig:
             raise ValueError(f"lr and grad_clip must be positive, got {self.lr}, {self.grad_clip}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.label_dropout is not None:
+            if not self.class_conditional:
+                raise ValueError(
+                    "label_dropout applies to a class-conditional run (class_conditional=True)"
+                )
+            if not 0 <= self.label_dropout < 1:
+                raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: enums become their string values."""
@@ -149,6 +164,11 @@ class TrainConfig:
             preset = self.preset
         if toy and self.hflip:
             raise ValueError(f"hflip applies to images, {data.name!r} holds 2-D points")
+        if self.class_conditional and data.train_labels is None:
+            raise ValueError(
+                f"class_conditional needs class labels, and {data.name!r} has none "
+                "(the digits data have them)"
+            )
         recipe = RECIPES[preset]
         dropout = self.dropout
         if dropout is None:
@@ -162,6 +182,11 @@ class TrainConfig:
             warmup_steps=recipe.warmup_steps if self.warmup_steps is None else self.warmup_steps,
             dropout=dropout,
             hflip=data.flip if self.hflip is None else self.hflip,
+            label_dropout=(
+                DEFAULT_LABEL_DROPOUT
+                if self.class_conditional and self.label_dropout is None
+                else self.label_dropout
+            ),
         )
 
 
@@ -183,10 +208,16 @@ class DataInfo:
     # `fingerprint` of the data; None where it was not recorded (shipped models, checkpoints
     # written before it was)
     fingerprint: str | None = None
+    # Classes of the labels (0..num_classes-1); None for data without labels, and in
+    # checkpoints written before it was recorded
+    num_classes: int | None = None
 
     @classmethod
     def of(cls, data: ImageData) -> DataInfo:
-        return cls(data.name, tuple(data.train.shape[1:]), data.num_levels, fingerprint(data))
+        labels = data.train_labels
+        classes = None if labels is None else int(labels.max()) + 1
+        shape = tuple(data.train.shape[1:])
+        return cls(data.name, shape, data.num_levels, fingerprint(data), classes)
 
 
 def fingerprint(data: ImageData) -> str:
@@ -237,12 +268,15 @@ def build_model(config: TrainConfig, info: DataInfo) -> nn.Module:
     channels, height, width = info.shape
     if height != width:
         raise ValueError(f"the U-Net needs square images, {info.name!r} has {height}x{width}")
+    if config.class_conditional and info.num_classes is None:
+        raise ValueError(f"a class-conditional model needs the number of classes of {info.name!r}")
     unet = unet_preset(
         config.preset,
         in_channels=channels,
         image_size=height,
         dropout=config.dropout,
         learn_sigma=learn_sigma,
+        num_classes=info.num_classes if config.class_conditional else None,
     )
     return UNet(unet)
 

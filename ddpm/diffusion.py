@@ -2,14 +2,16 @@
 
 Shapes: data x0, x_t, eps are [N, C, ...] (any number of trailing dims); timesteps t are integer
 tensors [N] of indices in {0, ..., T-1} (see :mod:`ddpm.schedule` for the convention). A model is
-any callable ``model(x_t, t) -> Tensor``; the process is handed the model, it never owns it.
+any callable ``model(x_t, t, **model_kwargs) -> Tensor``; the process is handed the model, it
+never owns it. ``model_kwargs`` (a dict, default None: no keywords) carries conditioning such as
+class labels ``{"y": labels [N]}``; every method that calls the model passes it on unchanged.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ __all__ = [
     "parse_choice",
 ]
 
-Model = Callable[[Tensor, Tensor], Tensor]
+Model = Callable[..., Tensor]  # model(x_t [N, C, ...], t [N], **model_kwargs) -> [N, C', ...]
 
 
 class MeanType(enum.Enum):
@@ -200,7 +202,12 @@ class GaussianDiffusion:
     # ----- reverse process p -----
 
     def p_mean_variance(
-        self, model: Model, x_t: Tensor, t: Tensor | int, clip_denoised: bool = True
+        self,
+        model: Model,
+        x_t: Tensor,
+        t: Tensor | int,
+        clip_denoised: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> PMeanVar:
         """p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (paper Eq. 1 and Sec. 3.2).
 
@@ -211,10 +218,11 @@ class GaussianDiffusion:
         noise consistent with the (possibly clamped) estimate.
         t: indices [N], or one int for the whole batch (the samplers' case: every coefficient is
         then a number, see `extract`, and so are a fixed variance and its log).
+        ``model_kwargs``: extra keyword inputs of the model (e.g. ``{"y": labels}``), or None.
         """
         c = self._tables(t, x_t)
         t_model = t if isinstance(t, Tensor) else torch.full((x_t.shape[0],), t, device=x_t.device)
-        out = self._model_output(model, x_t, t_model)
+        out = self._model_output(model, x_t, t_model, model_kwargs)
         C = x_t.shape[1]
         if self.var_type is VarType.LEARNED_RANGE:
             out, v = out.split(C, dim=1)
@@ -248,8 +256,10 @@ class GaussianDiffusion:
             mean = _posterior_mean(c, pred_x0, x_t, t)
         return PMeanVar(mean, variance, log_variance, pred_x0, pred_eps)
 
-    def _model_output(self, model: Model, x_t: Tensor, t: Tensor) -> Tensor:
-        out = model(x_t, t)
+    def _model_output(
+        self, model: Model, x_t: Tensor, t: Tensor, model_kwargs: dict[str, Any] | None
+    ) -> Tensor:
+        out = model(x_t, t, **(model_kwargs or {}))
         expected = (x_t.shape[0], self.model_out_channels(x_t.shape[1]), *x_t.shape[2:])
         if tuple(out.shape) != expected:
             raise ValueError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -48,6 +48,7 @@ def calc_bpd_loop(
     clip_denoised: bool = True,
     generator: torch.Generator | None = None,
     autocast_dtype: torch.dtype | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> BPDResult:
     """Evaluate every term of the bound for a batch x0 [N, C, ...] in [-1, 1] on K levels.
 
@@ -55,6 +56,7 @@ def calc_bpd_loop(
     single-sample estimates in x_t but exact in x_{t-1}. Clamping the x_0 estimate
     (``clip_denoised``) changes p, and the result is still a bound. ``autocast_dtype`` (e.g.
     torch.bfloat16) runs the network under autocast; the bound's arithmetic stays as it is.
+    ``model_kwargs`` (e.g. ``{"y": labels [N]}``) goes to every call of the model.
     """
     model = autocast_model(model, autocast_dtype)
     N, T = x0.shape[0], diffusion.T
@@ -64,7 +66,9 @@ def calc_bpd_loop(
         t = torch.full((N,), step, dtype=torch.long, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         x_t = diffusion.q_sample(x0, t, noise)
-        p = diffusion.p_mean_variance(model, x_t, t, clip_denoised=clip_denoised)
+        p = diffusion.p_mean_variance(
+            model, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs
+        )
         terms[:, step] = vlb_term_bpd(diffusion, x0, x_t, t, p, num_levels).double()
         mse[:, step] = mean_flat((p.pred_eps - noise) ** 2).double()
     prior = prior_bpd(diffusion, x0).double()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -121,6 +121,7 @@ def training_losses(
     loss_type: LossType | str = LossType.SIMPLE,
     num_levels: int = 256,
     with_vlb: bool | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> LossTerms:
     """The training loss at one timestep index per example (paper Algorithm 1).
 
@@ -130,6 +131,7 @@ def training_losses(
     the mean as a constant, so it trains only a learned variance (Nichol & Dhariwal Sec. 3.1).
     ``with_vlb``: None computes the bound term only where the loss needs it (KL, HYBRID); True
     also reports it under SIMPLE, where it costs a decoder and a KL per step for nothing but a log.
+    ``model_kwargs``: extra keyword inputs of the model (e.g. ``{"y": labels [N]}``), or None.
     """
     loss_type = parse_choice(LossType, loss_type)
     if loss_type is LossType.SIMPLE and diffusion.var_type is VarType.LEARNED_RANGE:
@@ -140,7 +142,7 @@ def training_losses(
     if noise is None:
         noise = torch.randn_like(x0)
     x_t = diffusion.q_sample(x0, t, noise)
-    out = model(x_t, t)
+    out = model(x_t, t, **(model_kwargs or {}))
     C = x0.shape[1]
     mse = mean_flat((out[:, :C] - _target(diffusion, x0, x_t, t, noise)) ** 2)
     if loss_type is LossType.SIMPLE and not with_vlb:

@@ -279,13 +279,15 @@ def sample_progressive(
     progress: bool = True,
     x_T: Tensor | None = None,
     autocast_dtype: torch.dtype | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> Iterator[SampleStep]:
     """Runs ``sampler`` (default :class:`Ancestral`) from x_T to x_0, one step per index.
 
     shape: [N, C, ...] of the samples; ``x_T`` (default: a draw from N(0, I)) starts the chain;
     ``clip_denoised`` clamps every x_0 estimate to [-1, 1] (see `p_mean_variance`);
     ``autocast_dtype`` (e.g. torch.bfloat16) runs the network under autocast, the chain's own
-    arithmetic staying float32 (see `autocast_model`).
+    arithmetic staying float32 (see `autocast_model`); ``model_kwargs`` (e.g. ``{"y": labels}``,
+    each [N]) goes to every call of the model.
     """
     model = autocast_model(model, autocast_dtype)
     sampler = Ancestral() if sampler is None else sampler
@@ -294,7 +296,9 @@ def sample_progressive(
     pairs = zip(reversed(seq), [*reversed(seq[:-1]), None], strict=True)
     previous = None
     for t, s in tqdm(pairs, total=len(seq), disable=not progress, desc="sampling"):
-        p = diffusion.p_mean_variance(model, x, t, clip_denoised=clip_denoised)
+        p = diffusion.p_mean_variance(
+            model, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs
+        )
         x = sampler.step(diffusion, x, p, t, s, previous, generator)
         previous = SampleStep(t, x, p.pred_x0)
         yield previous
@@ -315,7 +319,7 @@ def sample(
 
     Ancestral sampling always runs all T steps (``steps`` must be None or T) and ignores ``eta``;
     DDIM defaults to 50 steps and DPM-Solver++(2M) to 20 (T if fewer). Other keywords
-    (generator, device, clip_denoised, progress, x_T, autocast_dtype) go to
+    (generator, device, clip_denoised, progress, x_T, autocast_dtype, model_kwargs) go to
     :func:`sample_progressive`.
     """
     if not isinstance(sampler, Sampler):

@@ -11,7 +11,8 @@ lines to `out_dir/log.jsonl`, one record per `log_every` steps::
 
 Reproducibility: every random draw comes from an explicitly seeded generator: the model's
 initialisation and dropout from torch's global generator, the data order from `order`, the
-horizontal flips from `flip`, and the timesteps and noise of Algorithm 1 from `noise`. All their
+horizontal flips from `flip`, the timesteps and noise of Algorithm 1 from `noise`, and which
+labels a class-conditional run drops (`TrainConfig.label_dropout`) from `labels`. All their
 states are saved with each checkpoint, so a run that is killed and resumed on the CPU logs exactly
 the losses of a run that was never interrupted. A run resumed on another kind of device (saved on
 a GPU, resumed on the CPU, say) cannot take the device-side generator states; those streams are
@@ -284,6 +285,9 @@ class Trainer:
         self.out_dir = Path(config.out_dir)
         self.info = DataInfo.of(data)
         self.train_x = data.train
+        # Labels for a class-conditional run; the null label num_classes stands for a dropped one.
+        self.train_y = data.train_labels if config.class_conditional else None
+        self.null_label = self.info.num_classes
         # Continuous toy points have no levels; L_simple only reports the decoder term, so any K do.
         self.num_levels = data.num_levels or 256
         if data.num_levels is None and config.loss_type is not LossType.SIMPLE:
@@ -305,6 +309,7 @@ class Trainer:
         self.sampler = EpochSampler(len(self.train_x), config.batch_size, config.seed)
         self.flip_generator = torch.Generator().manual_seed(_seed(config.seed, 1))
         self.noise_generator = torch.Generator(device=device).manual_seed(_seed(config.seed, 2))
+        self.label_generator = torch.Generator().manual_seed(_seed(config.seed, 3))
 
         self.step = 0
         self.loss_sum, self.loss_count = 0.0, 0  # losses since the last record
@@ -393,6 +398,8 @@ class Trainer:
         try:
             self.sampler.load_state(rng)
             self.flip_generator.set_state(rng["flip"])
+            if "labels" in rng:  # absent in checkpoints written before it was kept
+                self.label_generator.set_state(rng["labels"])
             if self.dist.rank == 0:  # other ranks keep their own dropout streams
                 torch.set_rng_state(rng["torch_cpu"])
             self._restore_device_streams(rng, saved.step)
@@ -449,6 +456,7 @@ class Trainer:
             rng = {
                 **self.sampler.state(),
                 "flip": self.flip_generator.get_state(),
+                "labels": self.label_generator.get_state(),
                 "noise": self.noise_generator.get_state(),
                 "torch_cpu": torch.get_rng_state(),
             }
@@ -526,33 +534,49 @@ class Trainer:
 
     # ----- Algorithm 1 -----
 
-    def _batch(self) -> tuple[Tensor, Tensor, Tensor]:
-        """This rank's shard of the global batch: x0, t and eps, each drawn for all ranks."""
-        x0 = self.train_x[self.sampler.next()]
+    def _batch(self) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """This rank's shard of the global batch: x0, t, eps and the model's keyword inputs
+        (the labels y of a class-conditional run), each drawn for all ranks."""
+        index = self.sampler.next()
+        x0 = self.train_x[index]
         if self.config.hflip:
             x0 = random_hflip(x0, self.flip_generator)
         n, device = x0.shape[0], self.device
         t = torch.randint(self.config.T, (n,), generator=self.noise_generator, device=device)
         noise = torch.randn(x0.shape, generator=self.noise_generator, device=device)
-        x0 = shard(x0, self.dist)
-        if device.type == "cuda":  # from pinned memory the copy does not hold the host up
-            x0 = x0.pin_memory().to(device, non_blocking=True)
-        else:
-            x0 = x0.to(device)
-        return x0, shard(t, self.dist), shard(noise, self.dist)
+        kwargs = {}
+        if self.train_y is not None:
+            # Classifier-free guidance's training: a share of the labels become "no label".
+            drop = torch.rand(n, generator=self.label_generator) < self.config.label_dropout
+            y = self.train_y[index].masked_fill(drop, self.null_label)
+            kwargs["y"] = self._to_device(shard(y, self.dist))
+        x0 = self._to_device(shard(x0, self.dist))
+        return x0, shard(t, self.dist), shard(noise, self.dist), kwargs
 
-    def _network(self, x_t: Tensor, t: Tensor) -> Tensor:
+    def _to_device(self, x: Tensor) -> Tensor:
+        if self.device.type == "cuda":  # from pinned memory the copy does not hold the host up
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def _network(self, x_t: Tensor, t: Tensor, **kwargs: Tensor) -> Tensor:
         # Only the network runs in bf16; the diffusion arithmetic and the loss stay float32.
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.net(x_t, t).float()
+            return self.net(x_t, t, **kwargs).float()
 
     def _update(self) -> float:
         lr = lr_at(self.step + 1, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0, t, noise = self._batch()
+        x0, t, noise, kwargs = self._batch()
         terms = training_losses(
-            self.diffusion, self._network, x0, t, noise, self.config.loss_type, self.num_levels
+            self.diffusion,
+            self._network,
+            x0,
+            t,
+            noise,
+            self.config.loss_type,
+            self.num_levels,
+            model_kwargs=kwargs,
         )
         loss = terms.loss.mean()
         self.optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,11 @@ projection and the final conv. Every block therefore starts as the identity and 
 network outputs zeros.
 
 A network here is any `model(x_t, t) -> Tensor` with `x_t` of shape [N, C, H, W] and `t` a
-LongTensor [N] of timestep indices (see `ddpm.schedule` for the convention).
+LongTensor [N] of timestep indices (see `ddpm.schedule` for the convention). A class-conditional
+U-Net (`UNetConfig.num_classes`) also takes labels, `model(x_t, t, y=labels)`: a learned embedding
+of the label is added to the time embedding, as in improved-diffusion. The label `num_classes`
+itself means "no label", the unconditional model that classifier-free guidance needs
+(`ddpm.guidance`).
 """
 
 from __future__ import annotations
@@ -184,6 +188,8 @@ class UNetConfig:
     # Downsampling pads one row and column after the image (TensorFlow's "SAME" padding for
     # stride 2) instead of one on every side.
     downsample_pad_after: bool = False
+    # Class labels 0..num_classes-1 condition the network; None: unconditional (no label input).
+    num_classes: int | None = None
 
     def __post_init__(self):
         # Lists (from a JSON config, say) become tuples so that configs compare and hash.
@@ -194,6 +200,15 @@ class UNetConfig:
                 raise ValueError(f"UNetConfig.{name} must be positive, got {getattr(self, name)}")
         if not self.channel_mult or min(self.channel_mult) < 1:
             raise ValueError(f"UNetConfig.channel_mult must be positive, got {self.channel_mult}")
+        if self.num_classes is not None and (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or self.num_classes < 1
+        ):
+            raise ValueError(
+                f"UNetConfig.num_classes must be None or a positive integer, got "
+                f"{self.num_classes!r}"
+            )
         if self.freq_shift not in (0, 1):
             raise ValueError(f"UNetConfig.freq_shift must be 0 or 1, got {self.freq_shift}")
         if not 0.0 <= self.dropout < 1.0:
@@ -214,6 +229,11 @@ class UNetConfig:
     @property
     def out_channels(self) -> int:
         return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
+    @property
+    def null_label(self) -> int | None:
+        """The label that means "no label" (num_classes); None for an unconditional U-Net."""
+        return self.num_classes
 
     @property
     def min_divisor(self) -> int:
@@ -282,7 +302,8 @@ def unet_preset(name: str, **overrides) -> UNetConfig:
 
 
 class UNet(nn.Module):
-    """The DDPM U-Net: forward(x [N, C, H, W], t [N] LongTensor) -> [N, out_channels, H, W]."""
+    """The DDPM U-Net: forward(x [N, C, H, W], t [N] LongTensor) -> [N, out_channels, H, W];
+    a class-conditional one takes forward(x, t, y [N] LongTensor in 0..num_classes)."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -293,6 +314,10 @@ class UNet(nn.Module):
 
         self.time_mlp = nn.Sequential(
             nn.Linear(ch, temb_ch), nn.SiLU(), nn.Linear(temb_ch, temb_ch)
+        )
+        # One more row than classes: the last is the "no label" of classifier-free guidance.
+        self.label_emb = (
+            None if config.num_classes is None else nn.Embedding(config.num_classes + 1, temb_ch)
         )
         self.conv_in = _conv3x3(config.in_channels, ch)
 
@@ -348,7 +373,7 @@ class UNet(nn.Module):
         for layer in last_layers:
             nn.init.zeros_(layer.weight)
 
-    def _check_input(self, x: Tensor, t: Tensor) -> None:
+    def _check_input(self, x: Tensor, t: Tensor, y: Tensor | None) -> None:
         c = self.config
         if x.ndim != 4 or x.shape[1] != c.in_channels:
             raise ValueError(
@@ -362,11 +387,31 @@ class UNet(nn.Module):
             )
         if t.shape != (x.shape[0],):
             raise ValueError(f"UNet expects t of shape [N] = [{x.shape[0]}], got {tuple(t.shape)}")
+        if c.num_classes is None:
+            if y is not None:
+                raise ValueError(
+                    "this UNet is unconditional (num_classes=None) and takes no labels y"
+                )
+            return
+        if y is None:
+            raise ValueError(
+                f"this UNet is class-conditional: give labels y [N] in 0..{c.num_classes} "
+                f"({c.num_classes} = no label)"
+            )
+        if y.shape != (x.shape[0],) or y.is_floating_point() or y.is_complex():
+            raise ValueError(
+                f"UNet expects integer labels y of shape [N] = [{x.shape[0]}], got "
+                f"{y.dtype} of shape {tuple(y.shape)}"
+            )
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        self._check_input(x, t)
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        # The labels' range is not checked here (that would wait on the device at every call);
+        # the entry points that take labels from a user check it once.
+        self._check_input(x, t, y)
         c = self.config
         temb = self.time_mlp(timestep_embedding(t, c.base_channels, freq_shift=c.freq_shift))
+        if self.label_emb is not None:
+            temb = temb + self.label_emb(y)
         temb = F.silu(temb)  # every block applies SiLU before its own projection
         h = self.conv_in(x)
         skips = [h]

@@ -1,7 +1,9 @@
 """Checkpoints: round trip, atomic replacement, and clear errors for damaged or foreign files."""
 
+import errno
 import hashlib
 import json
+import os
 
 import pytest
 import torch
@@ -120,6 +122,17 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
         ckpt.atomic_write(target, b"new")
     assert target.read_bytes() == b"old contents"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_names_the_file_when_a_write_fails(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk reports it
+
+    monkeypatch.setattr(ckpt.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left") as caught:
+        ckpt.atomic_write(tmp_path / "f.bin", b"data")
+    assert caught.value.filename == str(tmp_path / "f.bin")
+    assert str(tmp_path / "f.bin") in str(caught.value)
 
 
 def _damage(path, how: str) -> None:

@@ -54,6 +54,38 @@ def test_stopping_halfway_and_resuming_gives_the_same_weights(tmp_path):
     assert _losses(tmp_path / "h") == _losses(tmp_path / "w")
 
 
+def test_a_class_conditional_run_resumes_its_label_dropout_exactly(tmp_path, monkeypatch):
+    # Label dropout draws from its own stream: a resumed run drops the same labels at the same
+    # steps as a run that was never stopped, and so ends with the same weights.
+    labels = _labels(monkeypatch)
+    conditional = dict(STREAMS_ON, class_conditional=True, label_dropout=0.5)
+    whole = TrainConfig(**conditional, steps=STEPS, ckpt_every=1000, out_dir=str(tmp_path / "w"))
+    train(whole, progress=False)
+    expected_labels = list(labels)
+    labels.clear()
+    halves = replace(whole, steps=STEPS // 2, out_dir=str(tmp_path / "h"))
+    train(halves, progress=False)
+    train(replace(halves, steps=STEPS), progress=False, resume=True)
+    assert [y.tolist() for y in labels] == [y.tolist() for y in expected_labels]
+    dropped = sum(int((y == 10).sum()) for y in labels)
+    assert 0 < dropped < STEPS * 8  # some labels, not all, became the null label 10
+    expected, resumed = _weights(tmp_path / "w"), _weights(tmp_path / "h")
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+
+
+def _labels(monkeypatch) -> list[torch.Tensor]:
+    """Record the labels every training step passes to the network."""
+    seen: list[torch.Tensor] = []
+    losses = train_module.training_losses
+
+    def recording(*args, model_kwargs=None, **kwargs):
+        seen.append(model_kwargs["y"].clone())
+        return losses(*args, model_kwargs=model_kwargs, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_losses", recording)
+    return seen
+
+
 def _losses(run_dir) -> list[tuple[int, float]]:
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"]) for r in records]
@@ -90,9 +122,9 @@ def _timesteps(monkeypatch) -> list[torch.Tensor]:
     drawn: list[torch.Tensor] = []
     losses = train_module.training_losses
 
-    def recording(diffusion, network, x0, t, *rest):
+    def recording(diffusion, network, x0, t, *rest, **kwargs):
         drawn.append(t.clone())
-        return losses(diffusion, network, x0, t, *rest)
+        return losses(diffusion, network, x0, t, *rest, **kwargs)
 
     monkeypatch.setattr(train_module, "training_losses", recording)
     return drawn

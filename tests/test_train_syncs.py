@@ -81,6 +81,14 @@ def test_a_training_step_asks_the_device_nothing(tmp_path, monkeypatch, loss_typ
     assert sum(counter.calls.values()) == 0, (dict(counter.places), dict(counter.calls))
 
 
+def test_a_class_conditional_training_step_asks_the_device_nothing(tmp_path, monkeypatch):
+    # Drawing which labels to drop and moving the labels to the device read nothing back either.
+    monkeypatch.setattr(train_module, "adam_kind", lambda device: {"fused": True, "foreach": False})
+    trainer = _trainer(tmp_path, class_conditional=True, label_dropout=0.5)
+    counter = _second_step(trainer)
+    assert sum(counter.calls.values()) == 0, (dict(counter.places), dict(counter.calls))
+
+
 def test_on_the_cpu_only_adams_step_counters_are_read(tmp_path):
     # The CPU's foreach Adam reads its step counters with .item(); they are host tensors (as
     # they are for foreach Adam on CUDA too), so nothing waits. The package itself reads nothing.

@@ -191,6 +191,7 @@ def run_sample(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     trained = load_model(args, device)
     network = in_bf16(trained.model, device) if args.bf16 else trained.model
+    network, label = guided(args, trained, network)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     done: list[torch.Tensor] = []  # finished batches [n, C, H, W] (or [n, 2]), on the CPU
     try:
@@ -209,6 +210,9 @@ def run_sample(args: argparse.Namespace) -> None:
                     # Images live in [-1, 1]; the continuous toys are not clipped.
                     clip_denoised=trained.data.num_levels is not None,
                     progress=not args.no_progress,
+                    model_kwargs=None
+                    if label is None
+                    else {"y": torch.full((n,), label, device=device)},
                 )
                 done.append(x.float().cpu())
     except failures.Stopped as stopped:
@@ -224,6 +228,32 @@ def run_sample(args: argparse.Namespace) -> None:
         f"{args.num} samples (step {trained.step}, {args.weights} weights): {out} and "
         f"{out.with_suffix('.npy')}"
     )
+
+
+def guided(args: argparse.Namespace, trained: TrainedModel, network):
+    """The network to sample with for --class and --guidance, and the label to give it (None
+    for an unconditional model). A class-conditional model without --class samples with the
+    null label, i.e. as its unconditional model."""
+    from ddpm.guidance import ClassifierFreeGuidance
+
+    classes = trained.data.num_classes if trained.config.class_conditional else None
+    if classes is None:
+        if args.class_label is not None or args.guidance is not None:
+            raise ValueError(
+                f"--class and --guidance need a class-conditional model; {args.run_dir} is "
+                "unconditional (train one with 'ddpm train --class-conditional')"
+            )
+        return network, None
+    if args.class_label is None:
+        if args.guidance is not None:
+            raise ValueError("--guidance needs the class to guide towards: give --class K")
+        return network, classes
+    if args.class_label >= classes:
+        raise ValueError(
+            f"--class {args.class_label}: the model at {args.run_dir} knows classes "
+            f"0..{classes - 1}"
+        )
+    return ClassifierFreeGuidance(network, args.guidance or 0.0, classes), args.class_label
 
 
 def in_bf16(model: torch.nn.Module, device: torch.device):
@@ -350,6 +380,8 @@ def run_bpd(args: argparse.Namespace) -> None:
     # The data may have changed since training (a file replaced, a folder edited).
     check_same_data(trained.data, DataInfo.of(dataset), str(args.run_dir))
     data = getattr(dataset, args.split)[: args.num]
+    # A class-conditional model is evaluated on each example's own label: -log p(x_0 | y).
+    labels = getattr(dataset, f"{args.split}_labels") if trained.config.class_conditional else None
     if len(data) < 2:
         raise ValueError(
             f"the {args.split} split of {trained.data.name!r} has {len(data)} example(s); "
@@ -360,7 +392,11 @@ def run_bpd(args: argparse.Namespace) -> None:
     results = []
     try:
         with torch.no_grad(), failures.stop_signals_raise():
-            for batch in data.split(args.batch_size):
+            for first in range(0, len(data), args.batch_size):
+                batch = data[first : first + args.batch_size]
+                kwargs = None
+                if labels is not None:
+                    kwargs = {"y": labels[first : first + len(batch)].to(device)}
                 results.append(
                     calc_bpd_loop(
                         trained.diffusion,
@@ -369,6 +405,7 @@ def run_bpd(args: argparse.Namespace) -> None:
                         trained.data.num_levels,
                         progress=not args.no_progress,
                         generator=generator,
+                        model_kwargs=kwargs,
                     )
                 )
     except failures.Stopped as stopped:

@@ -38,6 +38,7 @@ TRAIN_DEFAULTS = {
     "loss_type": "simple",
     "grad_clip": 1.0,
     "ema_decay": 0.9999,
+    "class_conditional": False,
     "seed": 0,
     "device": "auto",
     "compile": False,

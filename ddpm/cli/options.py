@@ -70,6 +70,7 @@ def _train() -> Parser:
     )
     _add_what_to_train(p.adder("what to train"), d)
     _add_optimisation(p.adder("optimisation"), d)
+    _add_conditioning(p.adder("class conditioning and guidance"))
     _add_running(p.adder("running"), d)
     p.add(
         "--resume",
@@ -176,6 +177,22 @@ def _add_optimisation(add, d: dict) -> None:
     add("--seed", type=seed, help=f"seed of every random draw (default: {d['seed']})")
 
 
+def _add_conditioning(add) -> None:
+    add(
+        "--class-conditional",
+        action="store_true",
+        help="condition the network on the data's class labels (digits: 0-9), for "
+        "'ddpm sample --class K --guidance W'",
+    )
+    add(
+        "--label-dropout",
+        type=fraction,
+        metavar="P",
+        help="share of labels replaced by 'no label' in training, which teaches the "
+        "unconditional model that guidance needs (default with --class-conditional: 0.1)",
+    )
+
+
 def _add_running(add, d: dict) -> None:
     add(
         "--device",
@@ -277,6 +294,20 @@ def _sample() -> Parser:
         type=count,
         default=64,
         help="samples drawn at once; a stop signal keeps the finished batches (default: 64)",
+    )
+    p.add(
+        "--class",
+        dest="class_label",
+        type=nonnegative,
+        metavar="K",
+        help="sample class K of a class-conditional model (default: no class, unconditional)",
+    )
+    p.add(
+        "--guidance",
+        type=nonnegative_float,
+        metavar="W",
+        help="classifier-free guidance weight w >= 0 with --class: eps = (1 + w) "
+        "eps(class K) - w eps(no class); 0 is the conditional model (default: 0)",
     )
     p.add(
         "--out",
