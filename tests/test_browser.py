@@ -60,6 +60,10 @@ NOT_OUTSIDE = ("data:", "blob:", "about:", "chrome:", "chrome-extension:", "devt
 INSPECT_PAGE = """
 const done = arguments[arguments.length - 1];
 (async () => {
+  // a page still being replaced has no body yet: wait for the loaded document
+  for (let i = 0; i < 200 && (!document.body || document.readyState !== "complete"); i++) {
+    await new Promise((later) => setTimeout(later, 50));
+  }
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     await MathJax.startup.promise;
   }
