@@ -452,6 +452,60 @@ def test_cached_pages_keep_their_checks_and_a_package_change_re_executes_them(tm
     assert "Executing notebook" in log and "probe says second" in (html / "probe.html").read_text()
 
 
+TIMED_PAGE = """\
+---
+jupytext:
+  text_representation: {{extension: .md, format_name: myst}}
+kernelspec: {{name: python3, display_name: Python 3, language: python}}
+---
+
+# {name}
+
+```{{code-cell}} ipython3
+import os
+import time
+
+start = time.time()
+time.sleep(3)
+{extra}
+threads = os.environ.get("OMP_NUM_THREADS")
+print(f"ran from {{start:.3f}} to {{time.time():.3f}} with {{threads}} thread(s)")
+```
+"""
+RAN = re.compile(r"ran from ([\d.]+) to ([\d.]+) with (\S+) thread")
+
+
+def test_pages_execute_several_at_a_time_and_a_failing_one_still_fails_the_build(tmp_path):
+    pages = {
+        "first": TIMED_PAGE.format(name="First", extra=""),
+        "second": TIMED_PAGE.format(name="Second", extra=""),
+    }
+    book = small_book(tmp_path / "book", pages, [str(REPO / "ddpm")])
+    html = tmp_path / "out" / "_build" / "html"
+    code, log = build(book, tmp_path / "out")
+    assert code == 0, log[-4000:]
+    assert "parallel_execution: executing 2 pages, 2 at a time" in log
+    # MyST-NB found both pages' outputs in the cache, so it executed neither itself
+    assert log.count("Using cached notebook") == 2 and "Executing notebook" not in log
+    spans = [RAN.search((html / f"{name}.html").read_text()).groups() for name in pages]
+    (start_1, end_1, threads_1), (start_2, end_2, threads_2) = spans
+    assert float(start_1) < float(end_2) and float(start_2) < float(end_1)  # they overlapped
+    assert threads_1 == threads_2 == "1"
+
+    # a page that raises: executed ahead, it fails there, and MyST-NB runs it again as it reads
+    # it, so the build fails with the page's own traceback
+    (book / "second.md").write_text(
+        TIMED_PAGE.format(name="Second", extra='raise RuntimeError("the page is broken")')
+    )
+    (book / "first.md").write_text(TIMED_PAGE.format(name="First", extra="pass"))
+    code, log = build(book, tmp_path / "out")
+    assert code != 0
+    assert "parallel_execution: second.md failed after" in log
+    assert f"{book / 'second.md'}: WARNING: Executing notebook failed" in log
+    assert "RuntimeError: the page is broken" in log
+    assert "ran from" in (html / "first.html").read_text()  # the other page was built
+
+
 def test_the_book_watches_the_package_and_mirrors_the_fixture_settings():
     book = yaml.safe_load((REPO / "_config.yml").read_text())
     fixture = yaml.safe_load((FIXTURE / "_config.yml").read_text())

@@ -26,13 +26,37 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 10 * 2**20  # the repository ships at most 10 MB of weights
 
 
-def test_the_shipped_weights_match_their_manifest_and_fit_the_size_limit():
-    folder = pretrained.pretrained_dir("digits")
+# each shipped model, the bench command that trains it and that command's results file
+SHIPPED = {"digits": "likelihood", "digits-simple": "digits_simple"}
+
+
+def test_every_shipped_model_is_made_by_a_bench_command():
+    assert pretrained.shipped_names() == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_shipped_weights_match_their_manifest_and_fit_the_size_limit(name):
+    folder = pretrained.pretrained_dir(name)
     data = (folder / pretrained.WEIGHTS).read_bytes()
     manifest = json.loads((folder / pretrained.MANIFEST).read_text())
     assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
     assert len(data) == manifest["bytes"] <= MAX_BYTES
-    assert manifest["command"].startswith("python -m bench.likelihood")
+    assert manifest["command"].startswith(f"python -m bench.{SHIPPED[name]}")
+
+
+def test_the_paper_settings_model_is_the_default_training_run():
+    """What the digits chapter says of it: `ddpm train`'s default run (the paper's settings and
+    the digits recipe), seed 0, every step of the recipe."""
+    manifest = pretrained.read_manifest("digits-simple")
+    default = TrainConfig(seed=0, device="cpu").resolve(load_digits())
+    shipped = TrainConfig.from_dict(manifest.config)
+    assert shipped == replace(default, out_dir=shipped.out_dir)
+    assert (shipped.mean_type.value, shipped.var_type.value, shipped.loss_type.value) == (
+        "eps",
+        "fixed_large",
+        "simple",
+    )
+    assert shipped.T == 1000 and manifest.step == shipped.steps
 
 
 def test_load_pretrained_holds_the_file_weights_in_eval_mode():
@@ -118,11 +142,12 @@ def test_sample_and_bpd_use_the_shipped_model_only_without_a_run(capsys, tmp_pat
     assert "shipped" not in out and "step 2" in out
 
 
-def test_the_manifest_records_the_bound_of_the_run_that_made_the_weights():
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_manifest_records_the_bound_of_the_run_that_made_the_weights(name):
     """The manifest and the bench's results file are written by the same run: same weights,
     same bound; and that bound is the mean of the per-image bounds the results file lists."""
-    recorded = json.loads((REPO / "bench" / "results" / "likelihood.json").read_text())
-    manifest = pretrained.read_manifest()
+    recorded = json.loads((REPO / "bench" / "results" / f"{SHIPPED[name]}.json").read_text())
+    manifest = pretrained.read_manifest(name)
     assert recorded["shipped"]["sha256"] == manifest.sha256
     images = recorded["bound"]["per_image_bpd"]
     assert manifest.test_examples == len(images) == len(load_digits().test)
@@ -151,6 +176,27 @@ def test_bench_likelihood_quick_measures_every_term_and_ships_nothing(tmp_path):
     assert set(result["fixed_variance"]) == {"fixed_large", "fixed_small"}
     assert set(result["baselines"]) == {"categorical", "gmm"}
     assert (pretrained.pretrained_dir() / pretrained.WEIGHTS).read_bytes() == before
+
+
+def test_bench_digits_simple_quick_keeps_the_whole_log_and_ships_nothing(tmp_path):
+    from bench import digits_simple
+
+    before = (pretrained.pretrained_dir("digits-simple") / pretrained.WEIGHTS).read_bytes()
+    out = tmp_path / "digits_simple.json"
+    digits_simple.main(["--quick", "--output", str(out)])
+    result = json.loads(out.read_text())
+    assert result["settings"]["quick"] is True and "shipped" not in result
+    quick = digits_simple.QUICK
+    assert result["train"]["step"] == quick["steps"]
+    # one record every log_every steps, the last one the last step
+    steps = [r["step"] for r in result["train"]["log"]]
+    assert steps == list(range(quick["log_every"], quick["steps"] + 1, quick["log_every"]))
+    assert result["train"]["last_loss"] == result["train"]["log"][-1]["loss"]
+    bound = result["bound"]
+    assert bound["num_examples"] == len(load_digits().test) == len(bound["per_image_bpd"])
+    assert bound["total_bpd"] == pytest.approx(bound["prior_bpd"] + sum(bound["terms_bpd"]))
+    after = (pretrained.pretrained_dir("digits-simple") / pretrained.WEIGHTS).read_bytes()
+    assert after == before
 
 
 def test_the_recorded_bound_is_below_the_per_pixel_categorical_baseline():
