@@ -82,6 +82,7 @@ from ddpm.distributed import (
 )
 from ddpm.distributed import shutdown as shutdown_distributed
 from ddpm.losses import LossType, training_losses
+from ddpm.signals import STOP_SIGNALS
 
 LOG_FILE = "log.jsonl"
 # A loss this many times the first step's is divergence: healthy training lowers the loss, and
@@ -120,13 +121,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         name = signal.Signals(signum).name
         super().__init__(f"{name} at step {step}; its checkpoint is in {out_dir}")
         self.step, self.out_dir, self.signum = step, out_dir, signum
-
-
-# The signals that ask a run to stop: Ctrl-C, a polite kill (timeout, docker stop, schedulers)
-# and a closed terminal. SIGHUP does not exist on Windows.
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 
 
 class _StopRequest:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from support import damage_file
 
 from ddpm import checkpoint as ckpt
 from ddpm.cli.failures import INPUT, MEMORY, SYSTEM, USAGE
@@ -50,19 +51,7 @@ def damage(relative: str, how: str) -> Callable[[Path], None]:
     it, or replace it with text."""
 
     def setup(tmp: Path) -> None:
-        path = tmp / relative
-        data = bytearray(path.read_bytes())
-        if how == "truncate":
-            path.write_bytes(bytes(data[: len(data) // 2]))
-        elif how == "flip":
-            data[len(data) // 2] ^= 0xFF
-            path.write_bytes(bytes(data))
-        elif how == "empty":
-            path.write_bytes(b"")
-        elif how == "delete":
-            path.unlink()
-        else:
-            path.write_text(how)
+        damage_file(tmp / relative, how)
 
     return setup
 

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from support import damage_file
 from torch import nn
 
 from ddpm import checkpoint as ckpt
@@ -135,24 +136,13 @@ def test_atomic_write_names_the_file_when_a_write_fails(tmp_path, monkeypatch):
     assert str(tmp_path / "f.bin") in str(caught.value)
 
 
-def _damage(path, how: str) -> None:
-    data = bytearray(path.read_bytes())
-    if how == "truncate":
-        path.write_bytes(bytes(data[: len(data) // 2]))
-    elif how == "flip":
-        data[len(data) // 2] ^= 0xFF
-        path.write_bytes(bytes(data))
-    else:
-        path.unlink()
-
-
 @pytest.mark.parametrize("filename", [ckpt.MODEL, ckpt.EMA, ckpt.OPTIMIZER, ckpt.RNG, ckpt.CONFIG])
 @pytest.mark.parametrize(
     ("how", "words"), [("truncate", "truncated"), ("flip", "corrupted"), ("delete", "missing")]
 )
 def test_damaged_files_are_named_in_the_error(tmp_path, filename, how, words):
     _save(tmp_path, 5, seed=1)
-    _damage(tmp_path / "step-000005" / filename, how)
+    damage_file(tmp_path / "step-000005" / filename, how)
     with pytest.raises(CheckpointError, match=words) as info:
         ckpt.read_checkpoint(tmp_path)
     assert filename in str(info.value)

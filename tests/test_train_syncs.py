@@ -1,7 +1,7 @@
 """The trainer's step asks the device nothing, and its EMA is one foreach update.
 
 A training step on a GPU runs ahead of the device as long as the host never waits for a value.
-`SyncCounter` (from test_syncs) records every call that would make it wait: `.item()`,
+`SyncCounter` (tests/support.py) records every call that would make it wait: `.item()`,
 `.tolist()`, `.cpu()`, `bool(t)`, `.any()`, a blocking copy to the host. Losses are checked in
 batches when a record is written, so an ordinary step must count none.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_syncs import SyncCounter
+from support import SyncCounter
 
 from ddpm import train as train_module
 from ddpm.config import TrainConfig

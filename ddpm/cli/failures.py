@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ddpm.signals import STOP_SIGNALS
+
 INPUT = 1  # the data, a checkpoint, an output path or the settings cannot be used as given
 USAGE = 2  # the command line itself (argparse's own status)
 SYSTEM = 3  # the system refused to read or write a file: disk full, read-only, no permission
@@ -40,12 +42,6 @@ _ADVICE = {
 }
 # Refusals that say the path itself cannot be one: the input's fault, not the system's.
 PATH_ERRORS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT})
-
-# The signals that stop a command politely: Ctrl-C, `timeout`/`docker stop`/schedulers, a closed
-# terminal. SIGHUP does not exist on Windows.
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 
 
 class Stopped(KeyboardInterrupt):
