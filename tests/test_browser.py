@@ -141,11 +141,12 @@ class Browser:
         self.driver.set_script_timeout(WAIT)
         self.width(WIDE)
 
-    def width(self, pixels: int) -> None:
+    def width(self, pixels: int, height: int = HEIGHT) -> None:
         """Lay pages out ``pixels`` wide; below the theme's breakpoint as a phone does."""
+        self.pixels = pixels
         self.driver.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride",
-            {"width": pixels, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": pixels < 992},
+            {"width": pixels, "height": height, "deviceScaleFactor": 1, "mobile": pixels < 992},
         )
 
     def open(self, url: str) -> None:
@@ -177,13 +178,18 @@ class Browser:
         return report
 
     def screenshot(self, path: Path) -> None:
-        """The whole page (up to MAX_SHOT px tall) as a PNG."""
+        """The whole page (up to MAX_SHOT px tall) as a PNG.
+
+        The window is made as tall as the page for the shot, at its width, and put back
+        after: chromium's "capture beyond the viewport" lays the page out anew for the shot,
+        and this theme's layout then came out shifted to the left, cut off.
+        """
         size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], MAX_SHOT)}
-        shot = self.driver.execute_cdp_cmd(
-            "Page.captureScreenshot",
-            {"format": "png", "captureBeyondViewport": True, "clip": {**clip, "scale": 1}},
-        )
+        self.width(self.pixels, height=min(int(size["height"]), MAX_SHOT))
+        try:
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        finally:
+            self.width(self.pixels)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
 
