@@ -16,13 +16,11 @@ recorded log is this recipe's.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 
 from bench.common import base_parser, finish, print_table, run_metadata, set_threads, write_json
-from bench.likelihood import measure_bound, timed
+from bench.likelihood import measure_bound, ship, timed
 
 NAME = "digits-simple"  # the shipped model's folder under ddpm/weights/
 # The run's settings; those not named are TrainConfig's defaults and the digits preset's recipe.
@@ -39,7 +37,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
 
-    from ddpm import pretrained
     from ddpm.config import TrainConfig
     from ddpm.data import load_digits
     from ddpm.train import LOG_FILE, train
@@ -69,16 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         bound = result["bound"]
         if not args.quick and not args.no_ship:
-            given = sys.argv[1:] if argv is None else argv
-            manifest = pretrained.write_pretrained(
-                run_dir,
-                NAME,
-                shlex.join(["python", "-m", "bench.digits_simple", *given]),
-                bound["total_bpd"],
-                bound["total_bpd_stderr"],
-                bound["num_examples"],
-            )
-            result["shipped"] = {"name": NAME, "sha256": manifest.sha256, "bytes": manifest.bytes}
+            result["shipped"] = ship(run_dir, NAME, "digits_simple", argv, bound)
     finish(result)
     print_table(
         ["test bits/dim", "mean", "stderr"],

@@ -81,6 +81,23 @@ def measure_bound(diffusion, model, images, num_levels: int) -> dict:
     }
 
 
+def ship(run_dir: Path, name: str, benchmark: str, argv: list[str] | None, bound: dict) -> dict:
+    """Ship the run's EMA weights as ``ddpm/weights/<name>/``, its manifest naming the command
+    ``python -m bench.<benchmark> ARGV`` and the test bound `measure_bound` measured."""
+    from ddpm import pretrained
+
+    given = sys.argv[1:] if argv is None else argv
+    manifest = pretrained.write_pretrained(
+        run_dir,
+        name,
+        shlex.join(["python", "-m", f"bench.{benchmark}", *given]),
+        bound["total_bpd"],
+        bound["total_bpd_stderr"],
+        bound["num_examples"],
+    )
+    return {"name": name, "sha256": manifest.sha256, "bytes": manifest.bytes}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.splitlines()[0], "likelihood.json")
     parser.set_defaults(threads=1)  # CPU minutes are the budget; one thread uses them best
@@ -90,7 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
 
-    from ddpm import pretrained
     from ddpm.config import TrainConfig
     from ddpm.data import load_digits
     from ddpm.diffusion import GaussianDiffusion, VarType
@@ -134,16 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         bound = result["bound"]
         if not args.quick and not args.no_ship:
-            given = sys.argv[1:] if argv is None else argv
-            manifest = pretrained.write_pretrained(
-                run_dir,
-                "digits",
-                shlex.join(["python", "-m", "bench.likelihood", *given]),
-                bound["total_bpd"],
-                bound["total_bpd_stderr"],
-                bound["num_examples"],
-            )
-            result["shipped"] = {"sha256": manifest.sha256, "bytes": manifest.bytes}
+            result["shipped"] = ship(run_dir, "digits", "likelihood", argv, bound)
     finish(result)
     rows = [["learned variance (shipped)", bound["total_bpd"], bound["total_bpd_stderr"]]]
     rows += [
