@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchWindowException
+from selenium.common.exceptions import NoSuchWindowException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -194,12 +194,30 @@ class Browser:
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def visible(self, selector: str):
-        """The one element matching ``selector`` that a reader can see (fails if not one)."""
-        shown = [
-            e for e in self.driver.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed()
-        ]
-        assert len(shown) == 1, f"{len(shown)} visible elements match {selector!r}"
-        return shown[0]
+        """The one element matching ``selector`` that a reader can see (fails if not one).
+
+        It is waited for: the theme's primary sidebar comes in with a quarter-second transition
+        (visibility, opacity, margin) after the page has loaded, and its search box looked at
+        in that moment is not yet displayed.
+        """
+
+        def shown():
+            found = self.driver.find_elements(By.CSS_SELECTOR, selector)
+            return [e for e in found if e.is_displayed()]
+
+        try:
+            self.wait(lambda: len(shown()) == 1, "")
+        except TimeoutException:
+            pass
+        elements = shown()
+        assert len(elements) == 1, f"{len(elements)} visible elements match {selector!r}"
+        return elements[0]
+
+    def present(self, selector: str, at_least: int) -> list:
+        """The elements matching ``selector``, once there are ``at_least`` of them."""
+        found = lambda: self.driver.find_elements(By.CSS_SELECTOR, selector)  # noqa: E731
+        self.wait(lambda: len(found()) >= at_least, f"fewer than {at_least} {selector!r}")
+        return found()
 
     def wait(self, condition, message: str):
         """``condition()`` once true, within WAIT seconds (else a timeout saying ``message``)."""
@@ -331,7 +349,7 @@ def test_every_page_fits_a_phone(phone: Browser, site: Path, served: str):
 def test_the_sidebar_toggle_hides_and_shows_the_sidebar_on_a_wide_screen(wide: Browser, served):
     wide.open(served + "book/intro.html")
     sidebar = wide.driver.find_element(By.ID, "pst-primary-sidebar")
-    assert sidebar.is_displayed()
+    wide.wait(sidebar.is_displayed, "the sidebar is not shown")
     toggle = wide.visible(".primary-toggle")
     toggle.click()
     wide.wait(lambda: not sidebar.is_displayed(), "the sidebar stayed")
@@ -342,7 +360,7 @@ def test_the_sidebar_toggle_hides_and_shows_the_sidebar_on_a_wide_screen(wide: B
 def test_the_menu_shows_the_chapter_list_on_a_phone(phone: Browser, served, site: Path):
     phone.open(served + chapter(site))
     # the chapter list: the top level (a chapter's sections open under it on demand)
-    chapters = phone.driver.find_elements(By.CSS_SELECTOR, ".bd-docs-nav .toctree-l1 > a.reference")
+    chapters = phone.present(".bd-docs-nav .toctree-l1 > a.reference", at_least=5)
     titles = [link.get_attribute("textContent").strip() for link in chapters]
     assert len(titles) >= 5 and not any(link.is_displayed() for link in chapters)
     phone.visible(".primary-toggle").click()
