@@ -123,9 +123,12 @@ def test_a_stop_signal_checkpoints_the_step_it_stopped_at(tmp_path, signum, stat
     assert f"{signal.Signals(signum).name} at step {step}" in err.decode()
     assert "--resume" in err.decode()
 
+    # Go on for 8 more steps, not to 400: the schedule does not depend on the length of a run.
+    config = replace(config, steps=step + 8)
     train(replace(config, out_dir=str(tmp_path / "stopped")), progress=False, resume=True)
     train(replace(config, out_dir=str(tmp_path / "whole")), progress=False)
     assert _losses(log) == _losses(tmp_path / "whole" / "log.jsonl")
+    assert _losses(log)[-1][0] == step + 8
 
 
 def test_resuming_in_process_matches_and_can_extend(tmp_path):
